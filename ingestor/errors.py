@@ -1,0 +1,131 @@
+"""The exception hierarchy: every error a user sees is one line that names the place."""
+
+from __future__ import annotations
+
+
+class IngestorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(IngestorError):
+    """A configuration file is wrong; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class StateError(IngestorError):
+    """The state store cannot be opened or used (fatal: exit code 1)."""
+
+
+class SinkError(IngestorError):
+    """The output sink cannot write a record (disk full, not writable)."""
+
+
+class FetchError(IngestorError):
+    """A fetch failed. `url` is what was asked for; `transient` says a retry may succeed."""
+
+    transient = False
+    kind = "fetch"
+
+    def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.reason = message
+        super().__init__(f"{url}: {message}")
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with an error status."""
+
+    kind = "http_status"
+
+    def __init__(self, url: str, status: int, message: str = "") -> None:
+        text = f"HTTP {status}" + (f" {message}" if message else "")
+        super().__init__(url, text, status=status)
+        self.transient = status >= 500 or status in (408, 425)
+
+
+class GoneError(HTTPStatusError):
+    """410 Gone: the feed is disabled until its configuration changes."""
+
+    kind = "gone"
+
+
+class RateLimitedError(HTTPStatusError):
+    """429/503 with Retry-After: the host must not be asked again before `not_before`."""
+
+    kind = "rate_limited"
+
+    def __init__(self, url: str, status: int, not_before: float) -> None:
+        super().__init__(url, status, "rate limited (Retry-After)")
+        self.not_before = not_before
+        self.transient = False
+
+
+class HostBackoffError(FetchError):
+    """A request was not sent because the host asked us to wait (Retry-After)."""
+
+    kind = "host_backoff"
+
+    def __init__(self, url: str, not_before: float) -> None:
+        super().__init__(url, "host asked to wait (Retry-After), request not sent")
+        self.not_before = not_before
+
+
+class ConnectError(FetchError):
+    """Connection refused, reset or DNS failure."""
+
+    kind = "connect"
+    transient = True
+
+
+class FetchTimeoutError(FetchError):
+    """Connect, read or total timeout."""
+
+    kind = "timeout"
+    transient = True
+
+
+class TooLargeError(FetchError):
+    """The body (raw or decompressed) went past its size cap."""
+
+    kind = "too_large"
+
+
+class BlockedAddressError(FetchError):
+    """The URL resolves to an address the SSRF guard refuses, or has a forbidden scheme."""
+
+    kind = "blocked_address"
+
+
+class RedirectError(FetchError):
+    """Too many redirects, a redirect loop, or a redirect without a usable Location."""
+
+    kind = "redirect"
+
+
+class RobotsDisallowedError(FetchError):
+    """robots.txt of the host disallows this URL for our User-Agent."""
+
+    kind = "robots"
+
+
+class UnsupportedContentError(FetchError):
+    """The response is not a document we can use (PDF, image, binary)."""
+
+    kind = "unsupported_content"
+
+
+class ParseError(IngestorError):
+    """A feed body has nothing usable in it."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        self.reason = message
+        super().__init__(f"{url}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised in worker processes: pickle with the constructor's own arguments.
+        return (type(self), (self.url, self.reason))

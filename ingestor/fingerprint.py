@@ -1,0 +1,97 @@
+"""Content fingerprints: an exact hash of the normalized body and a MinHash signature with
+its LSH band keys (word 3-shingles). Pure and CPU-bound: computed in the worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+SHINGLE_WORDS = 3
+# Fewer shingles than this are too little evidence for a near-duplicate verdict: short texts
+# only take part in exact matching.
+MIN_SHINGLES = 20
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SEED = 1
+_MINHASH_SCHEME = "affine32"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    content_hash: str
+    signature: bytes | None  # uint32 hash values, little-endian; None when too short
+    band_keys: tuple[int, ...]
+    shingles: int
+
+
+def scheme_id(num_perm: int, threshold: float) -> str:
+    """Stored beside every signature: signatures of different schemes never compare."""
+    bands, rows = lsh_params(num_perm, threshold)
+    return f"datasketch-2.0/{_MINHASH_SCHEME}/sha1/seed{_SEED}/p{num_perm}/b{bands}r{rows}"
+
+
+@cache
+def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
+    """Bands and rows that minimise false positives plus false negatives at threshold."""
+    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
+
+
+def normalized_words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def content_hash(text: str) -> str:
+    """Hash of the body with case, punctuation and whitespace folded."""
+    canonical = " ".join(normalized_words(text))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def shingles(words: list[str], size: int = SHINGLE_WORDS) -> set[bytes]:
+    return {
+        " ".join(words[i : i + size]).encode("utf-8") for i in range(max(len(words) - size + 1, 0))
+    }
+
+
+@cache
+def _template(num_perm: int) -> MinHash:
+    return MinHash(num_perm=num_perm, seed=_SEED, scheme=_MINHASH_SCHEME)
+
+
+def fingerprint(text: str, num_perm: int = 128, threshold: float = 0.5) -> Fingerprint:
+    words = normalized_words(text)
+    digest = "sha256:" + hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
+    grams = shingles(words)
+    if len(grams) < MIN_SHINGLES:
+        return Fingerprint(digest, None, (), len(grams))
+    minhash = _template(num_perm).copy()
+    minhash.update_batch(list(grams))
+    values = np.asarray(minhash.hashvalues, dtype=np.uint32)
+    return Fingerprint(digest, values.tobytes(), band_keys(values, num_perm, threshold), len(grams))
+
+
+def band_keys(values: np.ndarray, num_perm: int, threshold: float) -> tuple[int, ...]:
+    """One 63-bit key per LSH band (the band index is mixed in, so bands never collide)."""
+    bands, rows = lsh_params(num_perm, threshold)
+    keys = []
+    for band in range(bands):
+        chunk = values[band * rows : (band + 1) * rows].tobytes()
+        digest = hashlib.blake2b(struct.pack("<H", band) + chunk, digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "little") >> 1)
+    return tuple(keys)
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two signatures of the same scheme."""
+    left = np.frombuffer(a, dtype=np.uint32)
+    right = np.frombuffer(b, dtype=np.uint32)
+    if left.shape != right.shape or left.size == 0:
+        return 0.0
+    return float(np.count_nonzero(left == right)) / float(left.size)

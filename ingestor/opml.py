@@ -1,0 +1,53 @@
+"""OPML import: a feed list from another reader, as YAML `feeds:` entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import lxml.etree
+import yaml
+
+from ingestor.errors import ConfigError
+
+
+def read_opml(path: Path) -> list[dict[str, Any]]:
+    """Every outline with an xmlUrl; nested outline titles become tags."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    parser = lxml.etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = lxml.etree.fromstring(data, parser)
+    except lxml.etree.XMLSyntaxError as exc:
+        raise ConfigError([f"{path}: not valid OPML: {exc}"]) from None
+    feeds: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def walk(element: Any, tags: list[str]) -> None:
+        for outline in element.iterchildren("outline"):
+            url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+            title = (outline.get("title") or outline.get("text") or "").strip()
+            if url:
+                if urlsplit(url).scheme in ("http", "https") and url not in seen:
+                    seen.add(url)
+                    feed: dict[str, Any] = {"url": url}
+                    if title:
+                        feed["name"] = title
+                    if tags:
+                        feed["tags"] = list(tags)
+                    feeds.append(feed)
+            else:
+                walk(outline, [*tags, title] if title else tags)
+
+    body = root.find("body")
+    walk(body if body is not None else root, [])
+    return feeds
+
+
+def feeds_yaml(feeds: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump(feeds, allow_unicode=True, sort_keys=False, default_flow_style=False)

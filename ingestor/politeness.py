@@ -1,0 +1,75 @@
+"""Per-host politeness: concurrency cap, minimum delay between requests, Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from ingestor.errors import HostBackoffError
+
+
+@dataclass
+class _HostSlot:
+    semaphore: asyncio.Semaphore
+    next_start: float = 0.0
+    not_before: float = 0.0  # wall-clock time (Retry-After), so it can be persisted
+    users: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class HostLimiter:
+    """Hands out permission to send one request to a host.
+
+    At most `per_host` requests to one host at once, request starts spaced by `min_delay`
+    seconds, and none at all before a time the host gave in Retry-After.
+    """
+
+    def __init__(self, per_host: int = 2, min_delay: float = 0.0) -> None:
+        self.per_host = per_host
+        self.min_delay = min_delay
+        self._slots: dict[str, _HostSlot] = {}
+        self._not_before: dict[str, float] = {}
+
+    def not_before(self, host: str) -> float:
+        return self._not_before.get(host, 0.0)
+
+    def defer_host(self, host: str, until_wall_time: float) -> None:
+        """Retry-After: no request to `host` before `until_wall_time` (time.time())."""
+        if until_wall_time > self._not_before.get(host, 0.0):
+            self._not_before[host] = until_wall_time
+
+    def deferred_hosts(self) -> dict[str, float]:
+        now = time.time()
+        return {h: t for h, t in self._not_before.items() if t > now}
+
+    @asynccontextmanager
+    async def slot(self, host: str, url: str) -> AsyncIterator[None]:
+        wait_until = self._not_before.get(host, 0.0)
+        if wait_until > time.time():
+            raise HostBackoffError(url, wait_until)
+        slot = self._slots.get(host)
+        if slot is None:
+            slot = self._slots[host] = _HostSlot(asyncio.Semaphore(self.per_host))
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                if self.min_delay > 0:
+                    async with slot.lock:
+                        loop_now = asyncio.get_running_loop().time()
+                        delay = slot.next_start - loop_now
+                        slot.next_start = max(loop_now, slot.next_start) + self.min_delay
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                # Another request may have been told to back off while this one waited.
+                wait_until = self._not_before.get(host, 0.0)
+                if wait_until > time.time():
+                    raise HostBackoffError(url, wait_until)
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0 and self.min_delay <= 0:
+                # Keep memory flat with many hosts; a host with a delay keeps its clock.
+                self._slots.pop(host, None)

@@ -1,0 +1,407 @@
+"""SQLite state store (WAL). One connection, used from one dedicated thread, so the event
+loop never waits on disk and every call is atomic with respect to the others."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ingestor.errors import StateError
+from ingestor.state import CommitItem, FeedState, NearCandidate, RecordRef
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_BATCH = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feeds (
+    feed_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    next_due REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    feed_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    record_id TEXT,
+    entry_updated REAL,
+    PRIMARY KEY (feed_id, entry_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_seen_at ON entries (seen_at);
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY,
+    canonical_url TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    content_hash TEXT,
+    feed_id TEXT,
+    first_ingested REAL NOT NULL,
+    committed_at REAL
+);
+CREATE INDEX IF NOT EXISTS records_content_hash ON records (content_hash) WHERE done = 1;
+CREATE TABLE IF NOT EXISTS fingerprints (
+    record_id TEXT PRIMARY KEY,
+    scheme TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    ingested_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fingerprints_ingested_at ON fingerprints (ingested_at);
+CREATE TABLE IF NOT EXISTS lsh_bands (
+    band_key INTEGER NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (band_key, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lsh_bands_record ON lsh_bands (record_id);
+"""
+
+_RECOVERY_HINT = (
+    "to recover, stop ingestor, move the file (and its -wal/-shm files) aside and start "
+    "again: records already in the output directory are kept, feeds are re-polled and "
+    "their current entries are written again under the same ids"
+)
+
+
+def _feed_to_json(state: FeedState) -> str:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":"))
+
+
+def _feed_from_json(text: str) -> FeedState:
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(FeedState)}
+    data = {k: v for k, v in data.items() if k in known}
+    for key in ("skip_hours", "skip_days", "recent_entry_times"):
+        if key in data and isinstance(data[key], list):
+            data[key] = tuple(data[key])
+    return FeedState(**data)
+
+
+class SQLiteStateStore:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
+        self.read_only = read_only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    # --- lifecycle ---
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"state directory {self.path.parent}: {exc.strerror}") from None
+        if self.read_only:
+            self._open_read_only()
+            return
+        self._acquire_lock()
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL survives a process crash (kill -9); only power loss can drop the
+            # last transactions, which the deterministic ids then redo without duplicates.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StateError(
+                    f"state database {self.path} has schema version {row[0]}, newer than this "
+                    f"ingestor understands ({SCHEMA_VERSION}): upgrade ingestor"
+                )
+            conn.execute("SELECT count(*) FROM feeds").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            message = str(exc)
+            if "locked" in message:
+                raise StateError(
+                    f"state database {self.path} is locked by another program ({message}); "
+                    "stop the other process and start again"
+                ) from None
+            raise StateError(
+                f"state database {self.path} is unusable ({message}); {_RECOVERY_HINT}"
+            ) from None
+        self._conn = conn
+
+    def _open_read_only(self) -> None:
+        if not self.path.exists():
+            raise StateError(f"state database {self.path} does not exist yet: run ingestor first")
+        try:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT count(*) FROM feeds").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state database {self.path} is unusable ({exc}); {_RECOVERY_HINT}"
+            ) from None
+        self._conn = conn
+
+    def _acquire_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(
+                f"state database {self.path} is in use by another ingestor process "
+                f"(pid {holder}); stop it first, or give this one its own state.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+            self._conn = None
+        self._release_lock()
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"state database {self.path} is not open")
+        return self._conn
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # --- feeds ---
+
+    async def load_feeds(self) -> dict[str, FeedState]:
+        def load() -> dict[str, FeedState]:
+            rows = self.conn.execute("SELECT data FROM feeds").fetchall()
+            states = (_feed_from_json(row[0]) for row in rows)
+            return {s.feed_id: s for s in states}
+
+        return await self._run(load)
+
+    async def save_feed(self, state: FeedState) -> None:
+        await self.save_feeds([state])
+
+    async def save_feeds(self, states: Iterable[FeedState]) -> None:
+        rows = [(s.feed_id, _feed_to_json(s), s.next_due) for s in states]
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO feeds (feed_id, data, next_due) VALUES (?, ?, ?) "
+                "ON CONFLICT (feed_id) DO UPDATE SET data = excluded.data, "
+                "next_due = excluded.next_due",
+                rows,
+            )
+
+        if rows:
+            await self._run(self._transaction, save)
+
+    async def delete_feeds(self, feed_ids: Iterable[str]) -> None:
+        ids = [(f,) for f in feed_ids]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM feeds WHERE feed_id = ?", ids)
+
+        if ids:
+            await self._run(self._transaction, delete)
+
+    # --- entries ---
+
+    async def unseen_entries(self, feed_id: str, keys: Sequence[str]) -> set[str]:
+        known = await self.entry_updated_times(feed_id, keys)
+        return set(keys) - set(known)
+
+    async def entry_updated_times(
+        self, feed_id: str, keys: Sequence[str]
+    ) -> dict[str, float | None]:
+        def lookup() -> dict[str, float | None]:
+            found: dict[str, float | None] = {}
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), _BATCH):
+                batch = unique[start : start + _BATCH]
+                marks = ",".join("?" * len(batch))
+                for key, updated in self.conn.execute(
+                    f"SELECT entry_key, entry_updated FROM entries "
+                    f"WHERE feed_id = ? AND entry_key IN ({marks})",
+                    (feed_id, *batch),
+                ):
+                    found[key] = updated
+            return found
+
+        return await self._run(lookup)
+
+    async def mark_entries_seen(
+        self, feed_id: str, keys: Sequence[str], now: float, record_id: str | None = None
+    ) -> None:
+        rows = [(feed_id, key, now, record_id) for key in keys]
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO entries (feed_id, entry_key, seen_at, record_id) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
+                "seen_at = excluded.seen_at",
+                rows,
+            )
+
+        if rows:
+            await self._run(self._transaction, mark)
+
+    # --- records and dedup ---
+
+    async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
+        def lookup() -> RecordRef | None:
+            row = self.conn.execute(
+                "SELECT record_id, canonical_url, location, done, content_hash, first_ingested "
+                "FROM records WHERE canonical_url = ?",
+                (canonical_url,),
+            ).fetchone()
+            return RecordRef(row[0], row[1], row[2], bool(row[3]), row[4], row[5]) if row else None
+
+        return await self._run(lookup)
+
+    async def reserve_record(
+        self, record_id: str, canonical_url: str, location: str, now: float
+    ) -> str:
+        """Claim a location for a record before its file is written; returns the location
+        to use (an earlier claim wins, so a redo after a crash rewrites the same file)."""
+
+        def reserve(conn: sqlite3.Connection) -> str:
+            row = conn.execute(
+                "SELECT location FROM records WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute(
+                "INSERT INTO records (record_id, canonical_url, location, done, first_ingested) "
+                "VALUES (?, ?, ?, 0, ?)",
+                (record_id, canonical_url, location, now),
+            )
+            return location
+
+        return await self._run(self._transaction, reserve)
+
+    async def find_exact(self, content_hash: str, exclude_id: str) -> str | None:
+        def lookup() -> str | None:
+            row = self.conn.execute(
+                "SELECT record_id FROM records WHERE content_hash = ? AND done = 1 "
+                "AND record_id != ? ORDER BY committed_at LIMIT 1",
+                (content_hash, exclude_id),
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._run(lookup)
+
+    async def near_candidates(
+        self, scheme: str, band_keys: Sequence[int], since: float, exclude_id: str
+    ) -> list[NearCandidate]:
+        def lookup() -> list[NearCandidate]:
+            if not band_keys:
+                return []
+            marks = ",".join("?" * len(band_keys))
+            rows = self.conn.execute(
+                f"SELECT DISTINCT f.record_id, f.signature, f.ingested_at "
+                f"FROM lsh_bands b JOIN fingerprints f ON f.record_id = b.record_id "
+                f"WHERE b.band_key IN ({marks}) AND f.scheme = ? AND f.ingested_at >= ? "
+                f"AND f.record_id != ? ORDER BY f.ingested_at LIMIT 200",
+                (*band_keys, scheme, since, exclude_id),
+            ).fetchall()
+            return [NearCandidate(r[0], bytes(r[1]), r[2]) for r in rows]
+
+        return await self._run(lookup)
+
+    async def commit_record(self, item: CommitItem) -> None:
+        def commit(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE records SET done = 1, content_hash = ?, feed_id = ?, committed_at = ? "
+                "WHERE record_id = ?",
+                (item.content_hash, item.feed_id, item.committed_at, item.record_id),
+            )
+            if item.signature is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+                    (item.record_id, item.scheme, item.signature, item.committed_at),
+                )
+                conn.execute("DELETE FROM lsh_bands WHERE record_id = ?", (item.record_id,))
+                conn.executemany(
+                    "INSERT OR IGNORE INTO lsh_bands VALUES (?, ?)",
+                    [(key, item.record_id) for key in item.band_keys],
+                )
+            conn.execute(
+                "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
+                "seen_at = excluded.seen_at, record_id = excluded.record_id, "
+                "entry_updated = excluded.entry_updated",
+                (
+                    item.feed_id,
+                    item.entry_key,
+                    item.committed_at,
+                    item.record_id,
+                    item.entry_updated,
+                ),
+            )
+
+        await self._run(self._transaction, commit)
+
+    async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:
+        """Forget entry keys older than seen_max_age and fingerprints outside the window."""
+
+        def prune(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM entries WHERE seen_at < ?", (now - seen_max_age,)
+            ).rowcount
+            old = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT record_id FROM fingerprints WHERE ingested_at < ?",
+                    (now - fingerprint_window,),
+                )
+            ]
+            for start in range(0, len(old), _BATCH):
+                batch = old[start : start + _BATCH]
+                marks = ",".join("?" * len(batch))
+                conn.execute(f"DELETE FROM lsh_bands WHERE record_id IN ({marks})", batch)
+                conn.execute(f"DELETE FROM fingerprints WHERE record_id IN ({marks})", batch)
+            return removed + len(old)
+
+        return await self._run(self._transaction, prune)

@@ -1,0 +1,159 @@
+"""The process pool for CPU-bound work (feed parsing, extraction, language, fingerprints).
+
+trafilatura and feedparser hold the GIL, so they run in worker processes: a pebble pool
+with a hard per-task time limit; a worker that hangs or crashes is replaced and only its
+one document fails. Workers die with the daemon (PR_SET_PDEATHSIG), even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pebble
+
+from ingestor.errors import IngestorError
+from ingestor.extract import Body, PageMetadata, choose_body, extract_page
+from ingestor.feeds import ParsedFeed, parse_feed
+from ingestor.fingerprint import Fingerprint, fingerprint
+from ingestor.language import LanguageResult, detect_language
+
+T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1
+# Recycle a worker after this many tasks: lxml and trafilatura caches grow slowly.
+_MAX_TASKS_PER_WORKER = 1000
+
+
+class WorkerError(IngestorError):
+    """A task failed in its worker: time limit, crash, or an unexpected exception."""
+
+
+@dataclass(frozen=True)
+class ArticleJob:
+    url: str
+    html: str | None
+    title: str
+    feed_content: str | None
+    language_hints: tuple[str | None, ...] = ()
+    use_json_ld: bool = True
+    detector: str = "langdetect"
+    max_language_chars: int = 2000
+    num_perm: int = 128
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ArticleAnalysis:
+    body: Body
+    meta: PageMetadata
+    language: LanguageResult
+    fingerprint: Fingerprint
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def analyze_article(job: ArticleJob) -> ArticleAnalysis:
+    """Everything CPU-heavy about one article, in one round trip to a worker."""
+    started = time.perf_counter()
+    if job.html:
+        page_text, json_ld_text, meta = extract_page(job.html, job.url)
+    else:
+        page_text, json_ld_text, meta = "", None, PageMetadata()
+    body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld)
+    extracted = time.perf_counter()
+    title = job.title or meta.title or ""
+    language = detect_language(
+        title,
+        body.text,
+        (meta.html_lang, *job.language_hints),
+        job.detector,
+        job.max_language_chars,
+    )
+    detected = time.perf_counter()
+    prints = fingerprint(body.text, job.num_perm, job.threshold)
+    done = time.perf_counter()
+    timings = {
+        "extract": extracted - started,
+        "language": detected - extracted,
+        "fingerprint": done - detected,
+    }
+    return ArticleAnalysis(body, meta, language, prints, timings)
+
+
+def parse_feed_job(body: bytes, url: str, content_type: str) -> tuple[ParsedFeed, float]:
+    started = time.perf_counter()
+    parsed = parse_feed(body, url, content_type)
+    return parsed, time.perf_counter() - started
+
+
+def _worker_init() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # SIGINT goes to the whole process group on Ctrl-C; the daemon decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import trafilatura  # noqa: F401  (warm the import before the first task)
+
+    detect_language("", "warm up the language profiles")
+
+
+def default_workers() -> int:
+    return max(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        1,
+    )
+
+
+class WorkerPool:
+    """An asyncio face on a pebble ProcessPool."""
+
+    def __init__(self, workers: int = 0, task_timeout: float = 30.0) -> None:
+        self.workers = workers or default_workers()
+        self.task_timeout = task_timeout
+        context = multiprocessing.get_context("forkserver")
+        # The fork server imports these once; every worker forked from it starts warm.
+        context.set_forkserver_preload(["ingestor.workers"])
+        self._pool = pebble.ProcessPool(
+            max_workers=self.workers,
+            max_tasks=_MAX_TASKS_PER_WORKER,
+            initializer=_worker_init,
+            context=context,
+        )
+        self.tasks_started = 0
+
+    async def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        future = self._pool.schedule(function, args=args, timeout=timeout or self.task_timeout)
+        self.tasks_started += 1
+        try:
+            return await asyncio.wrap_future(future)
+        except concurrent.futures.TimeoutError:
+            raise WorkerError(
+                f"time limit of {timeout or self.task_timeout:g}s exceeded, worker replaced"
+            ) from None
+        except pebble.ProcessExpired as exc:
+            raise WorkerError(f"worker process died (exit code {exc.exitcode})") from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except IngestorError:
+            raise
+        except Exception as exc:
+            raise WorkerError(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
