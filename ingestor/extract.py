@@ -104,7 +104,16 @@ def choose_body(
 ) -> Body:
     """Pick the body source; see the module docstring for the rule."""
     body = Body(page_text, "trafilatura") if page_text else Body("", "none")
-    if use_json_ld and json_ld_text and len(json_ld_text) > JSON_LD_ADVANTAGE * len(body.text):
+    if (
+        use_json_ld
+        and json_ld_text
+        and (
+            len(json_ld_text) > JSON_LD_ADVANTAGE * len(body.text)
+            # trafilatura itself falls back to articleBody on thin pages, flattening its
+            # paragraphs: the same words from JSON-LD keep them.
+            or json_ld_text.split() == body.text.split()
+        )
+    ):
         body = Body(json_ld_text, "json_ld")
     if feed_content and len(feed_content) > FEED_CONTENT_ADVANTAGE * len(body.text):
         body = Body(feed_content, "feed_content")

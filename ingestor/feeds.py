@@ -226,7 +226,8 @@ def _normalize_entry(raw: Any, feed_url: str) -> FeedEntry | None:
         tags=tags,
         published=_struct_to_datetime(raw.get("published_parsed"))
         or _struct_to_datetime(raw.get("created_parsed")),
-        updated=_struct_to_datetime(raw.get("updated_parsed")),
+        # dict.get: FeedParserDict.get would map a missing "updated" to "published".
+        updated=_struct_to_datetime(dict.get(raw, "updated_parsed")),
         enclosures=tuple(enclosures),
     )
 

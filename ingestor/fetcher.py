@@ -29,6 +29,7 @@ from ingestor.errors import (
     FetchError,
     FetchTimeoutError,
     GoneError,
+    HostBackoffError,
     HTTPStatusError,
     RateLimitedError,
     RedirectError,
@@ -322,6 +323,8 @@ class Fetcher:
             return exc.status or 0, b""
         except TooLargeError:
             return 200, b""
+        except (BlockedAddressError, HostBackoffError, RateLimitedError):
+            raise  # the article itself would be refused or deferred for the same reason
         except FetchError as exc:
             log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
             return 0, b""

@@ -18,6 +18,10 @@ SHORT_TEXT_CHARS = 200
 _MIN_HINT_BONUS = 0.1
 _MAX_HINT_BONUS = 0.7
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
+_CJK = frozenset({"zh", "ja", "ko"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,28 @@ def _langid_candidates(text: str) -> list[tuple[str, float]]:
     return [(code, float(p)) for code, p in ranked[:5]]
 
 
+def cjk_language(text: str) -> str | None:
+    """The CJK language the script itself proves: Hangul is Korean, kana is Japanese, Han
+    characters alone are Chinese. None for text without CJK characters."""
+    if _HANGUL.search(text):
+        return "ko"
+    if _KANA.search(text):
+        return "ja"
+    if _HAN.search(text):
+        return "zh"
+    return None
+
+
+def _script_corrected(candidates: list[tuple[str, float]], text: str) -> list[tuple[str, float]]:
+    # langdetect reads short Chinese as Korean: the script settles what n-grams cannot.
+    if not candidates or normalize_code(candidates[0][0]) not in _CJK:
+        return candidates
+    proven = cjk_language(text)
+    if proven is None or normalize_code(candidates[0][0]) == proven:
+        return candidates
+    return [(proven, candidates[0][1]), *candidates[1:]]
+
+
 def detect_language(
     title: str,
     text: str,
@@ -117,4 +143,4 @@ def detect_language(
         candidates = _langid_candidates(sample)
     else:
         candidates = _langdetect_candidates(sample)
-    return decide_language(candidates, len(sample), hints)
+    return decide_language(_script_corrected(candidates, sample), len(sample), hints)

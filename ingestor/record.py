@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 _CONTROL = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
 )
+_LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x85\u2028\u2029]")
 _SINGLE_LINE_SPACE = re.compile(r"[\s\u00a0]+")
 MAX_TITLE_CHARS = 1000
 
@@ -37,9 +38,9 @@ def clean_text(text: str | None) -> str:
     """Body text: controls removed, paragraphs separated by exactly one blank line."""
     if not text:
         return ""
-    text = _CONTROL.sub("", unicodedata.normalize("NFC", text.replace("\r\n", "\n")))
+    text = _LINE_BREAKS.sub("\n", unicodedata.normalize("NFC", text))
     paragraphs = []
-    for block in re.split(r"\n", text):
+    for block in _CONTROL.sub("", text).split("\n"):
         line = re.sub(r"[ \t\u00a0]+", " ", block).strip()
         if line:
             paragraphs.append(line)

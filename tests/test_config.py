@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingestor.config import load_config, parse_duration, parse_size
+from ingestor.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """
+output:
+  dir: ./out
+state:
+  path: ./state/ingestor.db
+http:
+  allowed_networks: ["127.0.0.0/8"]
+  max_article_bytes: 2MiB
+schedule:
+  interval: 10m
+feeds:
+  - url: https://example.org/feed.xml
+    name: example
+    interval: 1h
+    tags: [news]
+  - url: https://example.com/${FEED_PATH}
+    fetch_articles: false
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ingestor.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_config_loads_with_defaults_and_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEED_PATH", "atom.xml")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.output.dir == tmp_path / "out"  # relative to the config file
+    assert config.state.path == tmp_path / "state" / "ingestor.db"
+    assert config.http.allowed_networks == (ipaddress.ip_network("127.0.0.0/8"),)
+    assert config.http.max_article_bytes == 2 * 1024 * 1024
+    assert config.http.max_feed_bytes == 10 * 1024 * 1024
+    assert config.schedule.interval == 600
+    assert config.feeds[0].interval == 3600 and config.feeds[0].tags == ("news",)
+    assert config.feeds[1].url == "https://example.com/atom.xml"
+    assert config.feeds[1].fetch_articles is False
+
+
+def test_every_problem_is_one_line_naming_file_and_key(tmp_path):
+    text = """
+output:
+  dir: ./out
+  colour: blue
+state:
+  path: ./s.db
+schedule:
+  interval: soon
+http:
+  allowed_networks: ["not-a-network"]
+feeds:
+  - url: https://a.example/feed
+  - url: ftp://b.example/feed
+  - url: https://c.example/feed
+    interval: -5
+  - name: no url
+  - url: https://a.example/feed
+extra: 1
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    expected = [
+        "output.colour: unknown key",
+        "schedule.interval: 'soon' is not a duration",
+        "http.allowed_networks: 'not-a-network' is not a CIDR",
+        "feeds[1].url: 'ftp://b.example/feed' is not an http(s) URL",
+        "feeds[2].interval:",
+        "feeds[3].url: required key is missing",
+        "feeds[4].url: duplicate of feeds[0].url",
+        "extra: unknown key",
+    ]
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+    assert all(p.startswith(str(path) + ": ") for p in problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_missing_env_var_and_bad_yaml(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match=r"output.dir: environment variable \$\{NOPE_NOT_SET"):
+        load_config(write(tmp_path, "output:\n  dir: ${NOPE_NOT_SET}\nstate:\n  path: s.db\n"))
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+: invalid YAML"):
+        load_config(write(tmp_path, "output:\n  dir: [unclosed\nstate: {}\n"))
+    with pytest.raises(ConfigError, match="state: required section is missing"):
+        load_config(write(tmp_path, "output:\n  dir: out\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15m", 900), ("1h30m", 5400), ("500ms", 0.5), (30, 30), ("2d", 172800)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "m", "10 parsecs", True, "-1s"])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_sizes():
+    assert parse_size("10MiB") == 10 * 1024 * 1024
+    assert parse_size("500kB") == 500_000
+    assert parse_size(123) == 123
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_example_config_is_valid():
+    config = load_config(REPO / "config" / "ingestor.example.yaml")
+    assert config.feeds
+
+
+def test_check_config_command_exit_codes(tmp_path):
+    good = write(tmp_path, GOOD.replace("${FEED_PATH}", "x.xml"))
+    run = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output:\n  dir: o\nstate:\n  path: s\nfeeds:\n  - url: nope\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert f"{bad}: feeds[0].url: 'nope' is not an http(s) URL" in run.stderr

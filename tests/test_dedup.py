@@ -1,0 +1,97 @@
+"""Near-duplicate detection: syndicated copies are caught, look-alikes are not."""
+
+from __future__ import annotations
+
+from ingestor.dedup import judge_duplicate, new_entries, updated_entries
+from ingestor.feeds import FeedEntry
+from ingestor.fingerprint import content_hash, fingerprint, scheme_id, similarity
+from ingestor.state import NearCandidate
+from tests.conftest import LOREM_EN
+
+STORY = "\n\n".join(LOREM_EN)
+BOILERPLATE = (
+    "Sign up for our newsletter to get the latest news delivered to your inbox every "
+    "morning. Follow us on social media and share this article with your friends. "
+    "Copyright Example News, all rights reserved, reproduction prohibited."
+)
+OTHER_STORY = (
+    "The national football team qualified for the European championship after a narrow "
+    "victory against its neighbours on Saturday evening, thanks to a late goal scored by a "
+    "substitute who had entered the pitch only ten minutes earlier. The coach praised the "
+    "character of his young squad and said the team would now prepare for the tournament "
+    "with two friendly matches in June. Supporters celebrated late into the night in the "
+    "streets of the capital, where giant screens had been set up on the main square."
+)
+
+
+def test_content_hash_folds_case_whitespace_and_punctuation():
+    assert content_hash("Hello,  World!\n\nAgain") == content_hash("hello world again")
+    assert content_hash("Hello world") != content_hash("Hello there world")
+
+
+def test_syndicated_copy_with_edit_and_extra_paragraph_is_near_duplicate():
+    copy = STORY.replace("four hundred million euros", "about 400 million euros")
+    copy += "\n\nThe council will publish the detailed timetable of the works next month."
+    a, b = fingerprint(STORY), fingerprint(copy)
+    assert similarity(a.signature, b.signature) >= 0.5
+    assert set(a.band_keys) & set(b.band_keys), "LSH must surface the copy as a candidate"
+
+
+def test_same_site_boilerplate_does_not_make_different_articles_duplicates():
+    a = fingerprint(STORY + "\n\n" + BOILERPLATE)
+    b = fingerprint(OTHER_STORY + "\n\n" + BOILERPLATE)
+    assert similarity(a.signature, b.signature) < 0.2
+
+
+def test_short_article_quoting_a_long_one_is_not_a_duplicate():
+    short = (
+        "In a short statement, the opposition reacted: "
+        + LOREM_EN[0]
+        + " The party said it would ask for an independent audit."
+    )
+    long_fp, short_fp = fingerprint(STORY), fingerprint(short)
+    verdict = judge_duplicate(
+        None, short_fp.signature, [NearCandidate("long", long_fp.signature, 1.0)], 0.5
+    )
+    assert not verdict.is_duplicate
+
+
+def test_judge_prefers_exact_then_earliest_near_match():
+    fp = fingerprint(STORY)
+    copy = fingerprint(STORY + " One more sentence at the end of the copy.")
+    candidates = [
+        NearCandidate("later", copy.signature, 200.0),
+        NearCandidate("first", copy.signature, 100.0),
+    ]
+    assert judge_duplicate("exact-id", fp.signature, candidates, 0.5).kind == "exact"
+    verdict = judge_duplicate(None, fp.signature, candidates, 0.5)
+    assert verdict.duplicate_of == "first" and verdict.kind == "near"
+    assert 0.5 <= verdict.similarity <= 1.0
+
+
+def test_tiny_texts_only_take_part_in_exact_matching():
+    tiny = fingerprint("Breaking: storm warning.")
+    assert tiny.signature is None and tiny.band_keys == ()
+
+
+def test_scheme_names_library_version_and_lsh_shape():
+    assert scheme_id(128, 0.5).startswith("datasketch-2.0/affine32/")
+    assert scheme_id(128, 0.5) != scheme_id(64, 0.5)
+
+
+def entry(key: str, updated: float | None = None) -> FeedEntry:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(updated, UTC) if updated else None
+    return FeedEntry(key=key, link=None, title=key, summary=None, content=None, updated=moment)
+
+
+def test_new_entries_keeps_first_occurrence_of_unseen_keys():
+    entries = [entry("a"), entry("b"), entry("a"), entry("c")]
+    assert [e.key for e in new_entries(entries, {"a", "c"})] == ["a", "c"]
+
+
+def test_updated_entries_need_a_later_updated_time():
+    entries = [entry("a", 2000.0), entry("b", 1000.0), entry("c", None)]
+    known = {"a": 1000.0, "b": 1000.0, "c": 1000.0}
+    assert [e.key for e in updated_entries(entries, known)] == ["a"]

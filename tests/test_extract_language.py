@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+
+from ingestor.extract import choose_body, extract_page, json_ld_article_body
+from ingestor.language import decide_language, detect_language, normalize_code
+from ingestor.record import clean_text
+from ingestor.workers import ArticleJob, WorkerError, analyze_article
+from tests.conftest import LOREM_EN, SEEDS, article_html
+
+SEED_TEXT = (SEEDS / "000_ade475924e1c9f94.txt").read_text("utf-8")
+NOISE = [
+    "Partager Cet Article",
+    "SOURCE: FRENCH PRESS TV",
+    "A lire:",
+    "Ilhan Omar",
+    "Bradley",
+    "Accueil",
+    "Moyen-Orient",
+    "cookies",
+    "Les plus lus",
+    "Lecteur75",
+    "Tous droits réservés",
+]
+
+
+def seed_paragraphs() -> list[str]:
+    # The seed text has non-breaking spaces and decomposed accents; records fold both.
+    lines = [clean_text(unicodedata.normalize("NFC", line)) for line in SEED_TEXT.splitlines()]
+    lines = [line for line in lines if line]
+    return [line for line in lines[4:] if not line.startswith(("A lire:", "Partager", "SOURCE:"))]
+
+
+def test_french_seed_page_gives_the_article_paragraphs_only():
+    html = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_text("utf-8")
+    text, _json_ld, meta = extract_page(html, "http://127.0.0.1/articles/fr.html")
+    assert text.split("\n\n") == seed_paragraphs()
+    for noise in NOISE:
+        assert noise not in text, noise
+    assert meta.title == (
+        "Irak/Syrie : des bases US essuient des tires de missiles et de drones de la Résistance"
+    )
+    assert meta.site_name == "French Press TV"
+    assert meta.html_lang == "fr"
+    language = detect_language(meta.title, text)
+    assert language.language == "fr" and language.confidence > 0.9
+
+
+def test_comments_are_excluded():
+    html = article_html("Tram line", LOREM_EN).replace(
+        "</article>",
+        "</article><section class='comments'><h2>Comments</h2><div class='comment'>"
+        "<p>Great article, I completely disagree with the mayor on this one.</p></div></section>",
+    )
+    text, _ld, _meta = extract_page(html, "http://e.com/a")
+    assert "completely disagree" not in text
+    assert LOREM_EN[0] in text
+
+
+def test_json_ld_body_wins_only_when_clearly_longer():
+    body = "\n".join(LOREM_EN)
+    ld = json.dumps(
+        {
+            "@context": "https://schema.org",
+            "@graph": [{"@type": "WebPage"}, {"@type": ["NewsArticle"], "articleBody": body}],
+        }
+    )
+    teaser = article_html(
+        "Tram", LOREM_EN[:1], extra_head=f'<script type="application/ld+json">{ld}</script>'
+    )
+    page_text, json_ld_text, _meta = extract_page(teaser, "http://e.com/a")
+    assert json_ld_text.split("\n\n") == LOREM_EN
+    chosen = choose_body(page_text, json_ld_text, None)
+    assert chosen.method == "json_ld" and chosen.text.split("\n\n") == LOREM_EN
+    assert choose_body(LOREM_EN[0], body, None).method == "json_ld"
+    assert choose_body(body, body[:200], None).method == "trafilatura"
+    assert choose_body(body, body + " more", None).method == "trafilatura"
+    assert json_ld_article_body("<script type='application/ld+json'>{broken</script>") is None
+
+
+def test_feed_content_used_when_page_yields_less_or_nothing():
+    assert choose_body("", None, "Feed full text").method == "feed_content"
+    assert choose_body("short", None, "a much longer feed text body").method == "feed_content"
+    assert choose_body("", None, None) == choose_body("", None, None)
+    assert choose_body("", None, None).method == "none"
+
+
+def test_analyze_article_in_the_worker_pool(worker_pool):
+    import asyncio
+
+    html = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_text("utf-8")
+    job = ArticleJob(
+        url="http://127.0.0.1/a.html", html=html, title="Irak/Syrie", feed_content=None
+    )
+    analysis = asyncio.run(worker_pool.run(analyze_article, job))
+    assert analysis.body.method == "trafilatura"
+    assert analysis.language.language == "fr"
+    assert analysis.fingerprint.signature is not None
+    assert set(analysis.timings) == {"extract", "language", "fingerprint"}
+
+
+def _sleep_forever() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def _crash() -> None:
+    import os
+
+    os._exit(3)
+
+
+async def test_a_hung_or_crashed_worker_fails_alone_and_is_replaced(worker_pool):
+    with pytest.raises(WorkerError, match="time limit"):
+        await worker_pool.run(_sleep_forever, timeout=1.0)
+    with pytest.raises(WorkerError, match="died"):
+        await worker_pool.run(_crash)
+    job = ArticleJob(
+        url="http://e.com/", html=article_html("T", LOREM_EN), title="T", feed_content=None
+    )
+    analysis = await worker_pool.run(analyze_article, job)
+    assert analysis.body.text.startswith("The city council")
+
+
+SAMPLES = {
+    "en": "The government announced new measures on Tuesday to support small businesses "
+    "affected by the rise in energy prices over the winter.",
+    "fr": "Le gouvernement a annoncé mardi de nouvelles mesures pour soutenir les petites "
+    "entreprises touchées par la hausse des prix de l'énergie cet hiver.",
+    "de": "Die Regierung hat am Dienstag neue Maßnahmen angekündigt, um kleine Unternehmen "
+    "zu unterstützen, die von den gestiegenen Energiepreisen betroffen sind.",
+    "es": "El gobierno anunció el martes nuevas medidas para apoyar a las pequeñas empresas "
+    "afectadas por la subida de los precios de la energía durante el invierno.",
+    "it": "Il governo ha annunciato martedì nuove misure per sostenere le piccole imprese "
+    "colpite dall'aumento dei prezzi dell'energia durante l'inverno.",
+    "pt": "O governo anunciou na terça-feira novas medidas para apoiar as pequenas empresas "
+    "afetadas pelo aumento dos preços da energia durante o inverno.",
+    "nl": "De regering heeft dinsdag nieuwe maatregelen aangekondigd om kleine bedrijven te "
+    "steunen die getroffen zijn door de stijging van de energieprijzen.",
+    "ru": "Правительство во вторник объявило о новых мерах поддержки малого бизнеса, "
+    "пострадавшего от роста цен на энергоносители зимой.",
+    "ja": "政府は火曜日、冬のエネルギー価格の高騰で打撃を受けた中小企業を支援するための"
+    "新たな対策を発表した。",
+    "zh": "政府周二宣布了新的措施，以支持受冬季能源价格上涨影响的小企业。",
+    "ar": "أعلنت الحكومة يوم الثلاثاء عن إجراءات جديدة لدعم الشركات الصغيرة المتضررة من "
+    "ارتفاع أسعار الطاقة خلال فصل الشتاء.",
+    "ko": "정부는 화요일 겨울철 에너지 가격 상승으로 타격을 입은 소상공인을 지원하기 위한 "
+    "새로운 대책을 발표했다.",
+    "el": "Η κυβέρνηση ανακοίνωσε την Τρίτη νέα μέτρα για τη στήριξη των μικρών επιχειρήσεων "
+    "που επλήγησαν από την αύξηση των τιμών της ενέργειας.",
+}
+
+
+@pytest.mark.parametrize("detector", ["langdetect", "py3langid"])
+@pytest.mark.parametrize(("code", "text"), list(SAMPLES.items()))
+def test_languages_with_iso_639_1_codes(detector, code, text):
+    result = detect_language("", text, detector=detector)
+    assert result.language == code
+    assert 0.5 <= result.confidence <= 1.0
+
+
+def test_detection_is_deterministic():
+    results = {detect_language("", "Merci beaucoup!") for _ in range(30)}
+    assert len(results) == 1
+
+
+def test_hints_decide_short_text_but_not_long_text():
+    assert detect_language("", "Merci beaucoup!", ["fr-FR"]).language == "fr"
+    long_french = SAMPLES["fr"] * 3
+    assert detect_language("", long_french, ["de"]).language == "fr"
+
+
+def test_und_only_without_letters():
+    assert detect_language("", "").language == "und"
+    assert detect_language("", "12345 --- 2023").language == "und"
+    assert detect_language("", "", ["es"]).language == "es"
+    assert detect_language("", "Ok", []).language != "und"
+
+
+def test_code_normalization():
+    assert normalize_code("zh-cn") == "zh" and normalize_code("zh-tw") == "zh"
+    assert normalize_code("pt_BR") == "pt" and normalize_code("english") is None
+    assert decide_language([("zh-cn", 0.6), ("zh-tw", 0.3)], 500, []).language == "zh"
+
+
+def test_short_chinese_is_not_read_as_korean():
+    for text in ("北京是中国的首都。", "今天天气很好", "中国经济"):
+        assert detect_language("", text).language == "zh", text
+    assert detect_language("", "東京は日本の首都です。").language == "ja"
