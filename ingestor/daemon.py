@@ -121,7 +121,7 @@ class Daemon:
                 self.config.output.dir,
                 self.config.state.path,
             )
-            self._tick()
+            self._dispatch_due()
             try:
                 await self._stopping.wait()
             finally:
@@ -157,7 +157,12 @@ class Daemon:
                     len(pending),
                 )
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
+        # A coroutine on purpose: APScheduler runs plain functions in a thread pool, but
+        # dispatching must happen on the event loop.
+        self._dispatch_due()
+
+    def _dispatch_due(self) -> None:
         if not self._accepting or self.pipeline is None:
             return
         room = self.config.pipeline.max_concurrent_feeds - len(self._running)

@@ -22,7 +22,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
     await store.open()
     try:
         sink = FileSink(config.output.dir, config.output.pretty)
-        sink.check_writable()
+        sink.prepare()
         pool = await asyncio.to_thread(
             WorkerPool, config.extraction.workers, config.extraction.timeout
         )

@@ -22,18 +22,25 @@ class OutputSink(Protocol):
 
     async def write(self, record: Record, location: str) -> None: ...
 
-    def check_writable(self) -> None: ...
+    def prepare(self) -> None:
+        """Called once at start: fail early if unusable, clean what a crash left."""
+        ...
+
+
+STAGING_DIR = ".staging"
 
 
 class FileSink:
     """`<dir>/YYYY/MM/DD/<id>.json`, written atomically: temp file, fsync, rename.
 
-    Temporary files are named `.<id>.<random>.tmp` in the target directory, so a consumer's
-    `*.json` glob never sees them and the rename never crosses a file system.
+    Temporary files are `<dir>/.staging/.<id>.<random>.tmp`: a consumer's `*.json` glob
+    never matches them, the rename stays on one file system, and whatever a crash left
+    behind is cleared at the next start without walking the whole output tree.
     """
 
     def __init__(self, directory: Path, pretty: bool = False) -> None:
         self.directory = directory
+        self.staging = directory / STAGING_DIR
         self.pretty = pretty
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str:
@@ -41,11 +48,15 @@ class FileSink:
             raise ValueError(f"record id {record_id!r} is not alphanumeric")
         return f"{first_ingested:%Y/%m/%d}/{record_id}.json"
 
+    def prepare(self) -> None:
+        self.check_writable()
+        self.remove_stale_temp_files()
+
     def check_writable(self) -> None:
         """Fail early (exit code 1) when the output directory cannot be written."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            probe = self.directory / f".write-probe.{secrets.token_hex(4)}.tmp"
+            self.staging.mkdir(parents=True, exist_ok=True)
+            probe = self.staging / f".write-probe.{secrets.token_hex(4)}.tmp"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -53,14 +64,25 @@ class FileSink:
                 f"output directory {self.directory} is not writable: {exc.strerror or exc}"
             ) from None
 
+    def remove_stale_temp_files(self) -> int:
+        """Temp files of writes a crash interrupted (call only while holding the state lock,
+        so that no other writer is using the staging directory)."""
+        removed = 0
+        for leftover in self.staging.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                removed += 1
+        return removed
+
     async def write(self, record: Record, location: str) -> None:
         data = record.to_json(self.pretty) + b"\n"
         await asyncio.to_thread(self._write_atomically, self.directory / location, data)
 
     def _write_atomically(self, target: Path, data: bytes) -> None:
-        tmp = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp"
+        tmp = self.staging / f".{target.stem}.{secrets.token_hex(4)}.tmp"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)

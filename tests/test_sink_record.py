@@ -106,3 +106,13 @@ def test_any_text_gives_valid_json_without_controls(title, text, url):
     for field in ("title", "text"):
         assert not any(ord(c) < 32 and c != "\n" for c in data[field])
         assert "\u202e" not in data[field]
+
+
+async def test_prepare_clears_what_a_crash_left_in_staging(tmp_path):
+    sink = FileSink(tmp_path)
+    sink.prepare()
+    (tmp_path / ".staging" / ".abc.1234.tmp").write_bytes(b'{"half": ')
+    (tmp_path / "2024").mkdir()
+    sink.prepare()
+    assert list((tmp_path / ".staging").iterdir()) == []
+    assert (tmp_path / "2024").is_dir()
