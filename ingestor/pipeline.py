@@ -41,7 +41,14 @@ from ingestor import schedule
 from ingestor.assemble import build_record
 from ingestor.config import Config, FeedConfig
 from ingestor.decoding import decode_document
-from ingestor.dedup import NOT_DUPLICATE, DuplicateVerdict, judge_duplicate, new_entries
+from ingestor.dedup import (
+    NOT_DUPLICATE,
+    DuplicateVerdict,
+    changed_substantially,
+    judge_duplicate,
+    new_entries,
+    updated_entries,
+)
 from ingestor.errors import (
     FetchError,
     GoneError,
@@ -81,7 +88,9 @@ class ArticleTask:
     feed_title: str | None
     feed_language: str | None
     # "written" | "written_duplicate" (marked) | "duplicate" | "dropped" | "skipped"
+    # | "unchanged" (an update that changed too little to re-emit)
     done: asyncio.Future[str]
+    is_update: bool = False  # a known entry whose `updated` time moved (dedup.updates)
 
 
 @dataclass
@@ -299,14 +308,17 @@ class Pipeline:
     ) -> PollOutcome:
         outcome = PollOutcome(feed.feed_id, "ok")
         keys = [e.key for e in parsed.entries]
-        unseen = await self.store.unseen_entries(feed.feed_id, keys)
-        fresh = new_entries(parsed.entries, unseen)
+        known = await self.store.entry_updated_times(feed.feed_id, keys)
+        fresh = new_entries(parsed.entries, set(keys) - set(known))
+        changed = updated_entries(parsed.entries, known) if self.config.dedup.updates else []
         outcome.new_entries = len(fresh)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[str]] = []
-        for entry in fresh:
+        for entry, is_update in [(e, False) for e in fresh] + [(e, True) for e in changed]:
             done: asyncio.Future[str] = loop.create_future()
-            await self.queue.put(ArticleTask(feed, entry, state.title, state.language, done))
+            await self.queue.put(
+                ArticleTask(feed, entry, state.title, state.language, done, is_update)
+            )
             futures.append(done)
         results = await asyncio.gather(*futures, return_exceptions=True)
         deferred = 0
@@ -415,10 +427,12 @@ class Pipeline:
             if link
             else f"{feed.url}#entry-{hashlib.sha256(entry.key.encode()).hexdigest()}"
         )
-        if await self._already_done(feed, entry, canonical):
+        # An update re-processes a known article on purpose: the URL-level check is skipped.
+        check_known = not task.is_update
+        if check_known and await self._already_done(feed, entry, canonical):
             return "duplicate"
         async with self._claim(canonical) as claimed:
-            if not claimed and await self._already_done(feed, entry, canonical):
+            if check_known and not claimed and await self._already_done(feed, entry, canonical):
                 return "duplicate"
             page = await self._fetch_page(feed, entry) if link and feed.fetch_articles else None
             url, _fragment = urldefrag(page.final_url if page else (link or feed.url))
@@ -454,7 +468,7 @@ class Pipeline:
                 better = self._page_canonical(page.final_url, analysis.meta.canonical_url)
                 if better != canonical:
                     canonical = better
-                    if await self._already_done(feed, entry, canonical):
+                    if check_known and await self._already_done(feed, entry, canonical):
                         return "duplicate"
             minimum = (
                 feed.min_text_length
@@ -539,6 +553,11 @@ class Pipeline:
         prints = analysis.fingerprint
         dedup = self.config.dedup
         async with self._dedup_lock:
+            updated_at: datetime | None = None
+            if task.is_update:
+                if not await self._changed_enough(task, canonical, analysis):
+                    return "unchanged"
+                updated_at = datetime.now(UTC)
             started = time.perf_counter()
             verdict: DuplicateVerdict = NOT_DUPLICATE
             if analysis.body.text:
@@ -577,6 +596,7 @@ class Pipeline:
                     analysis=analysis,
                     verdict=verdict,
                     fetched_at=now,
+                    updated_at=updated_at,
                 )
                 await self.sink.write(record, location)
             except SinkError as exc:
@@ -600,8 +620,32 @@ class Pipeline:
                 )
             )
             self.metrics.observe("write", time.perf_counter() - started)
-        self.metrics.inc("articles_written")
+        self.metrics.inc("articles_updated" if updated_at else "articles_written")
         return "written_duplicate" if verdict.is_duplicate else "written"
+
+    async def _changed_enough(
+        self, task: ArticleTask, canonical: str, analysis: ArticleAnalysis
+    ) -> bool:
+        """An update is re-emitted only when the body changed substantially; otherwise the
+        entry's new `updated` time is remembered so it is not fetched again."""
+        known = await self.store.record_by_canonical(canonical)
+        if known is None or not known.done:
+            return True
+        prints = analysis.fingerprint
+        old_signature = await self.store.signature_of(known.record_id)
+        if known.content_hash != prints.content_hash and changed_substantially(
+            old_signature, prints.signature, self.config.dedup.update_threshold
+        ):
+            return True
+        entry = task.entry
+        await self.store.mark_entries_seen(
+            task.feed.feed_id,
+            [entry.key],
+            time.time(),
+            known.record_id,
+            entry.updated.timestamp() if entry.updated else None,
+        )
+        return False
 
 
 def _decode(page: FetchResult) -> str:

@@ -272,15 +272,21 @@ class SQLiteStateStore:
         return await self._run(lookup)
 
     async def mark_entries_seen(
-        self, feed_id: str, keys: Sequence[str], now: float, record_id: str | None = None
+        self,
+        feed_id: str,
+        keys: Sequence[str],
+        now: float,
+        record_id: str | None = None,
+        entry_updated: float | None = None,
     ) -> None:
-        rows = [(feed_id, key, now, record_id) for key in keys]
+        rows = [(feed_id, key, now, record_id, entry_updated) for key in keys]
 
         def mark(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO entries (feed_id, entry_key, seen_at, record_id) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
-                "seen_at = excluded.seen_at",
+                "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
+                "seen_at = excluded.seen_at, "
+                "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated)",
                 rows,
             )
 
@@ -320,6 +326,15 @@ class SQLiteStateStore:
             return location
 
         return await self._run(self._transaction, reserve)
+
+    async def signature_of(self, record_id: str) -> bytes | None:
+        def lookup() -> bytes | None:
+            row = self.conn.execute(
+                "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._run(lookup)
 
     async def find_exact(self, content_hash: str, exclude_id: str) -> str | None:
         def lookup() -> str | None:

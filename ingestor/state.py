@@ -96,8 +96,15 @@ class StateStore(Protocol):
     ) -> dict[str, float | None]: ...
 
     async def mark_entries_seen(
-        self, feed_id: str, keys: Sequence[str], now: float, record_id: str | None = None
+        self,
+        feed_id: str,
+        keys: Sequence[str],
+        now: float,
+        record_id: str | None = None,
+        entry_updated: float | None = None,
     ) -> None: ...
+
+    async def signature_of(self, record_id: str) -> bytes | None: ...
 
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None: ...
 

@@ -65,17 +65,20 @@ def write_config(path: Path, feed_urls: list[str], extra: str = "") -> None:
     )
 
 
-async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ingestor",
-        "run",
-        "--config",
-        str(config),
-        stdout=open(log, "ab"),
-        stderr=asyncio.subprocess.STDOUT,
-    )
+async def start_daemon(config: Path, log: Path, *extra: str) -> asyncio.subprocess.Process:
+    # The child keeps its own copy of the log file descriptor.
+    with open(log, "ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ingestor",
+            "run",
+            "--config",
+            str(config),
+            *extra,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
 
 
 async def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
@@ -197,3 +200,51 @@ async def test_kill_9_at_any_moment_loses_nothing_and_duplicates_nothing(tmp_pat
     assert invalid == []
     assert all(r["duplicate_of"] is None for r in records)
     assert any(0 < c < 45 for c in counts), counts  # the kills did interrupt the work
+
+
+async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path, serve):
+    import re
+    import subprocess
+
+    import aiohttp
+
+    farm = Farm(feeds=1, items=2)
+    farm.base = await serve(farm.app)
+    config = tmp_path / "ingestor.yaml"
+    log = tmp_path / "daemon.log"
+    write_config(
+        config,
+        [*farm.feed_urls(), "http://127.0.0.1:9/unreachable.xml"],
+        extra="metrics:\n  enabled: true\n  port: 0\n",
+    )
+    daemon = await start_daemon(config, log, "--log-format", "json")
+    try:
+        assert await wait_for(lambda: len(read_records(tmp_path / "out")) == 2, 40)
+        assert await wait_for(lambda: "unreachable.xml" in log.read_text(), 20)
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        failure = next(line for line in lines if "unreachable.xml" in line["message"])
+        assert failure["level"] == "warning" and "exception" not in failure
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", log.read_text()).group(1))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+        assert "ingestor_articles_written_total 2" in text
+        assert 'ingestor_feed_errors_total{kind="connect"}' in text
+        assert "ingestor_article_queue_depth" in text
+        assert 'ingestor_stage_seconds_count{stage="extract"} 2' in text
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ingestor", "status", "--config", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        rows = {row["url"]: row for row in json.loads(status.stdout)}
+        assert rows[farm.feed_urls()[0]]["items"] == 2
+        assert rows["http://127.0.0.1:9/unreachable.xml"]["consecutive_failures"] >= 1
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 30) == 0

@@ -329,3 +329,87 @@ async def test_article_on_blocked_address_is_never_contacted(tmp_path, serve, wo
     (record,) = read_records(config.output.dir)
     assert record["text"] == "" and "secret" not in json.dumps(record)
     assert pipeline.metrics.count("article_errors", "blocked_address") == 1
+
+
+def atom(entries: list[tuple[str, str, str]]) -> bytes:
+    """(id, link, updated) triples as an Atom feed."""
+    body = "".join(
+        f"<entry><id>{i}</id><title>Live</title><link href='{link}'/>"
+        f"<updated>{updated}</updated></entry>"
+        for i, link, updated in entries
+    )
+    return (
+        "<?xml version='1.0'?><feed xmlns='http://www.w3.org/2005/Atom'><title>Live</title>"
+        f"<id>urn:live</id><updated>2024-01-01T00:00:00Z</updated>{body}</feed>"
+    ).encode()
+
+
+async def test_changed_article_is_re_emitted_only_when_updates_are_on(tmp_path, serve, worker_pool):
+    state = {"updated": "2024-01-01T10:00:00Z", "story": 11}
+    hits = {"page": 0}
+
+    async def feed(_r: web.Request) -> web.Response:
+        link = f"{base}/a/live.html"
+        return web.Response(
+            body=atom([("urn:1", link, state["updated"])]), content_type="application/atom+xml"
+        )
+
+    async def page(_r: web.Request) -> web.Response:
+        hits["page"] += 1
+        return web.Response(
+            text=article_html("Live", distinct_story(state["story"])), content_type="text/html"
+        )
+
+    app = web.Application()
+    app.router.add_get("/feed.atom", feed)
+    app.router.add_get("/a/live.html", page)
+    base = await serve(app)
+    off = make_config(tmp_path / "off", [f"{base}/feed.atom"])
+    on = make_config(tmp_path / "on", [f"{base}/feed.atom"], dedup=DedupConfig(updates=True))
+    for config in (off, on):
+        await run_pass(config, worker_pool)
+    (first,) = read_records(on.output.dir)
+    assert first["updated_at"] is None
+
+    state.update(updated="2024-01-01T12:00:00Z", story=12)  # a rewritten story
+    for config in (off, on):
+        await run_pass(config, worker_pool)
+    (kept,) = read_records(off.output.dir)
+    (updated,) = read_records(on.output.dir)
+    assert kept["text"] == first["text"]  # updates off: never re-fetched
+    assert updated["id"] == first["id"] and updated["updated_at"] is not None
+    assert updated["text"] != first["text"]
+    assert hits["page"] == 3
+
+    state.update(updated="2024-01-01T13:00:00Z")  # a new timestamp, same body
+    summary, pipeline = await run_pass(on, worker_pool)
+    (same,) = read_records(on.output.dir)
+    assert same == updated and summary.written == 0
+    assert pipeline.metrics.count("articles_updated") == 0
+
+
+async def test_rel_canonical_on_the_same_site_makes_two_urls_one_article(
+    tmp_path, serve, worker_pool
+):
+    site = Site()
+    site.base = await serve(site.app)
+    head = f'<link rel="canonical" href="{site.base}/story/42">'
+    for path in ("/amp/42.html", "/print/42.html"):
+        site.pages[path] = article_html("Canonical", story(42), extra_head=head)
+    site.pages["/other/1.html"] = article_html(
+        "Foreign canonical",
+        story(43),
+        extra_head='<link rel="canonical" href="https://elsewhere.example/x">',
+    )
+    site.items = [
+        {"title": "Canonical", "link": "BASE/amp/42.html", "guid": "a"},
+        {"title": "Canonical", "link": "BASE/print/42.html", "guid": "b"},
+        {"title": "Foreign canonical", "link": "BASE/other/1.html", "guid": "c"},
+    ]
+    config = make_config(tmp_path, [f"{site.base}/feed.xml"])
+    await run_pass(config, worker_pool)
+    records = {r["title"]: r for r in read_records(config.output.dir)}
+    assert len(records) == 2
+    assert records["Canonical"]["canonical_url"] == f"{site.base}/story/42"
+    # A canonical link to another site is not trusted.
+    assert records["Foreign canonical"]["canonical_url"] == f"{site.base}/other/1.html"
