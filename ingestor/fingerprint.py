@@ -18,7 +18,13 @@ SHINGLE_WORDS = 3
 # Fewer shingles than this are too little evidence for a near-duplicate verdict: short texts
 # only take part in exact matching.
 MIN_SHINGLES = 20
-_WORD = re.compile(r"\w+", re.UNICODE)
+# A CJK character is a token of its own (those scripts put no spaces between words), so
+# shingles there are character trigrams; elsewhere they are word trigrams.
+_WORD = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|"
+    r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+",
+    re.UNICODE,
+)
 _SEED = 1
 _MINHASH_SCHEME = "affine32"
 
@@ -34,7 +40,10 @@ class Fingerprint:
 def scheme_id(num_perm: int, threshold: float) -> str:
     """Stored beside every signature: signatures of different schemes never compare."""
     bands, rows = lsh_params(num_perm, threshold)
-    return f"datasketch-2.0/{_MINHASH_SCHEME}/sha1/seed{_SEED}/p{num_perm}/b{bands}r{rows}"
+    return (
+        f"datasketch-2.0/{_MINHASH_SCHEME}/sha1/seed{_SEED}/p{num_perm}/b{bands}r{rows}"
+        f"/shingle{SHINGLE_WORDS}-cjkchar"
+    )
 
 
 @cache

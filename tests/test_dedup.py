@@ -95,3 +95,15 @@ def test_updated_entries_need_a_later_updated_time():
     entries = [entry("a", 2000.0), entry("b", 1000.0), entry("c", None)]
     known = {"a": 1000.0, "b": 1000.0, "c": 1000.0}
     assert [e.key for e in updated_entries(entries, known)] == ["a"]
+
+
+def test_cjk_text_is_shingled_by_character():
+    text = (
+        "気象庁は四日、東北地方で記録的な大雪が降る恐れがあるとして、交通機関への影響に"
+        "警戒するよう呼びかけた。山形県と秋田県の山沿いでは、最大で八十センチの降雪が予想"
+        "されている。鉄道各社は最新の運行情報を確認するよう利用者に求めている。"
+    )
+    copy = text + "詳しい情報は後ほど発表される。"
+    a, b = fingerprint(text), fingerprint(copy)
+    assert a.signature is not None and b.signature is not None
+    assert similarity(a.signature, b.signature) >= 0.5
