@@ -274,14 +274,114 @@ def render_page(story: Story, template: str, seed: int = 0) -> str:
 
 TEMPLATES = ("news", "blog", "portal", "jsonld")
 
+_SUBJECTS = [
+    "The council",
+    "A local company",
+    "The ministry",
+    "Residents",
+    "The university",
+    "Farmers",
+    "The regional bank",
+    "Hospital staff",
+    "The port authority",
+    "Teachers",
+    "The football club",
+    "Volunteers",
+    "The museum",
+    "Police officers",
+    "Engineers",
+    "The airline",
+    "Shop owners",
+    "The orchestra",
+    "Researchers",
+    "The railway operator",
+    "The fire brigade",
+    "Parents",
+    "The water company",
+]
+_VERBS = [
+    "announced",
+    "criticised",
+    "welcomed",
+    "postponed",
+    "approved",
+    "rejected",
+    "presented",
+    "questioned",
+    "defended",
+    "celebrated",
+    "investigated",
+    "funded",
+    "delayed",
+    "proposed",
+    "cancelled",
+    "reviewed",
+]
+_OBJECTS = [
+    "a new bridge",
+    "the budget for next year",
+    "longer opening hours",
+    "a study on air quality",
+    "the merger of two schools",
+    "a wind farm project",
+    "higher parking fees",
+    "the renovation of the station",
+    "a summer festival",
+    "new rules for rental flats",
+    "a shortage of nurses",
+    "the closure of a factory",
+    "a plan to plant trees",
+    "cheaper public transport",
+    "a hospital extension",
+    "a cycle lane on the ring road",
+    "the sale of the old barracks",
+]
+_TAILS = [
+    "after months of debate",
+    "despite strong opposition",
+    "on Monday morning",
+    "in a statement on its website",
+    "during a packed public meeting",
+    "according to local media",
+    "before the summer holidays",
+    "for the third time",
+    "with the support of the mayor",
+    "to the surprise of many observers",
+]
+
+
+def synthetic_story(seed: int, base: Story) -> Story:
+    """A distinct English article: one real paragraph from `base` for texture, then news-like
+    generated paragraphs; two seeds share almost no word 3-shingles (Jaccard < 0.2)."""
+    rng = random.Random(seed)
+    paragraphs = [rng.choice(base.paragraphs)]
+    for _ in range(4):
+        paragraphs.append(
+            " ".join(
+                f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
+                f"{rng.choice(_TAILS)}, {rng.randint(2, 990)} people said."
+                for _ in range(5)
+            )
+        )
+    return Story(f"{base.name}-{seed}", "en", f"{base.title} ({seed})", tuple(paragraphs))
+
 
 def padded_page(story: Story, target_bytes: int, seed: int) -> str:
-    """A page of about target_bytes: the portal template plus the kind of bulk real pages
-    carry (mega-menus, inline scripts and styles, long related lists)."""
+    """A page of about target_bytes: the portal template (menu, inline related link, ad
+    slot, comments, most-read list) plus what makes real pages heavy: one mega-menu, ad
+    containers, and mostly inline scripts, JSON state and styles."""
     page = render_page(story, "portal", seed)
     rng = random.Random(seed)
-    filler: list[str] = []
-    size = len(page)
+    menu = (
+        "<ul class='mega-menu'>"
+        + "".join(
+            f"<li><a href='/s/{rng.randint(0, 99999)}'>{rng.choice(_RELATED)}</a></li>"
+            for _ in range(40)
+        )
+        + "</ul>"
+    )
+    filler: list[str] = [menu]
+    size = len(page) + len(menu)
     while size < target_bytes:
         block = rng.choice(
             [
@@ -293,12 +393,11 @@ def padded_page(story: Story, target_bytes: int, seed: int) -> str:
                     f".c{rng.randint(0, 9999)}{{margin:{rng.randint(0, 9)}px}}" for _ in range(40)
                 )
                 + "</style>",
-                "<ul class='mega-menu'>"
-                + "".join(
-                    f"<li><a href='/s/{rng.randint(0, 99999)}'>{rng.choice(_RELATED)}</a></li>"
-                    for _ in range(20)
-                )
-                + "</ul>",
+                "<script>(function(){var s=document.createElement('script');s.src='https://ads."
+                "example/tag.js?slot=" + str(rng.randint(0, 99999)) + "';document.head."
+                "appendChild(s);})();</script>" * 8,
+                f"<div class='ad-container' data-slot='{rng.randint(0, 9999)}'><div class="
+                "'ad-label'>Advertisement</div></div>",
             ]
         )
         filler.append(block)

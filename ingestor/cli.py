@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ingestor import __version__
-from ingestor.config import load_config
+from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, SinkError, StateError
 from ingestor.logsetup import setup_logging
 from ingestor.pipeline import PassSummary
@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll every enabled feed now (still honouring Retry-After, "
         "Cache-Control, error backoff and disabled feeds), then exit",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --once: write the pass's metrics (Prometheus text format, stage timings "
+        "included) to FILE at the end",
     )
 
     demo = command("demo", "Serve the bundled offline corpus on 127.0.0.1 and ingest it once.")
@@ -135,7 +143,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.once:
-        summary = asyncio.run(_run_once(config))
+        summary = asyncio.run(_run_once(config, args.metrics_file))
         _print_summary(summary, config.output.dir)
         return EXIT_OK
     from ingestor.daemon import Daemon
@@ -143,15 +151,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Daemon(config, args.config).run())
 
 
-async def _run_once(config) -> PassSummary:  # noqa: ANN001
+async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
+    from ingestor.metrics import Metrics
     from ingestor.runtime import open_pipeline
 
-    progress = _Progress() if sys.stderr.isatty() else None
-    async with open_pipeline(config) as pipeline:
+    progress = _Progress() if sys.stderr.isatty() else _log_progress
+    metrics = Metrics()
+    async with open_pipeline(config, metrics) as pipeline:
         summary = await pipeline.run_once(config.feeds, progress)
-    if progress:
+    if isinstance(progress, _Progress):
         progress.finish()
+    if metrics_file is not None:
+        metrics_file.write_text(metrics.render(), encoding="utf-8")
     return summary
+
+
+def _log_progress(summary: PassSummary, total: int) -> None:
+    # Not a terminal: a plain log line now and then instead of a bar.
+    if summary.feeds == total or summary.feeds % max(total // 10, 1) == 0:
+        log.info(
+            "progress: feeds %d/%d, articles written %d, failed feeds %d",
+            summary.feeds,
+            total,
+            summary.written,
+            summary.failed,
+        )
 
 
 class _Progress:

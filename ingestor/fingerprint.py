@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 
 SHINGLE_WORDS = 3
 # Fewer shingles than this are too little evidence for a near-duplicate verdict: short texts
@@ -48,9 +48,25 @@ def scheme_id(num_perm: int, threshold: float) -> str:
 
 @cache
 def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
-    """Bands and rows that minimise false positives plus false negatives at threshold."""
-    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
-    return int(bands), int(rows)
+    """Bands and rows that minimise false positives plus false negatives at threshold
+    (datasketch's MinHashLSH rule, equal weights; computed here because importing
+    datasketch.lsh pulls in scipy, 0.4 s of start-up in every process)."""
+    best, best_error = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            error = _integrate(lambda s, b=bands, r=rows: 1 - (1 - s**r) ** b, 0.0, threshold)
+            error += _integrate(lambda s, b=bands, r=rows: (1 - s**r) ** b, threshold, 1.0)
+            if error < best_error:
+                best, best_error = (bands, rows), error
+    return best
+
+
+def _integrate(
+    function: Callable[[float], float], low: float, high: float, steps: int = 200
+) -> float:
+    width = (high - low) / steps
+    inner = sum(function(low + i * width) for i in range(1, steps))
+    return width * (inner + (function(low) + function(high)) / 2)
 
 
 def normalized_words(text: str) -> list[str]:
@@ -70,7 +86,9 @@ def shingles(words: list[str], size: int = SHINGLE_WORDS) -> set[bytes]:
 
 
 @cache
-def _template(num_perm: int) -> MinHash:
+def _template(num_perm: int) -> Any:
+    from datasketch import MinHash  # only worker processes compute signatures
+
     return MinHash(num_perm=num_perm, seed=_SEED, scheme=_MINHASH_SCHEME)
 
 

@@ -133,7 +133,7 @@ def detect_language(
     text: str,
     hints: Sequence[str | None] = (),
     detector: str = "langdetect",
-    max_chars: int = 2000,
+    max_chars: int = 1000,
 ) -> LanguageResult:
     sample = f"{title}\n{text}".strip()[:max_chars] if text else title.strip()[:max_chars]
     letters = len(_LETTER.findall(sample))

@@ -443,6 +443,8 @@ class Pipeline:
                 feed_content=entry.content,
                 language_hints=(task.feed_language,),
                 use_json_ld=self.config.extraction.use_json_ld,
+                fast=self.config.extraction.fast,
+                extensive_date_search=self.config.extraction.extensive_date_search,
                 detector=self.config.language.detector,
                 max_language_chars=self.config.language.max_chars,
                 num_perm=self.config.dedup.num_perm,

@@ -45,8 +45,10 @@ class ArticleJob:
     feed_content: str | None
     language_hints: tuple[str | None, ...] = ()
     use_json_ld: bool = True
+    fast: bool = False
+    extensive_date_search: bool = False
     detector: str = "langdetect"
-    max_language_chars: int = 2000
+    max_language_chars: int = 1000
     num_perm: int = 128
     threshold: float = 0.5
 
@@ -64,7 +66,9 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     """Everything CPU-heavy about one article, in one round trip to a worker."""
     started = time.perf_counter()
     if job.html:
-        page_text, json_ld_text, meta = extract_page(job.html, job.url)
+        page_text, json_ld_text, meta = extract_page(
+            job.html, job.url, job.fast, job.extensive_date_search
+        )
     else:
         page_text, json_ld_text, meta = "", None, PageMetadata()
     body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld)
@@ -100,9 +104,6 @@ def _worker_init() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     # SIGINT goes to the whole process group on Ctrl-C; the daemon decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import trafilatura  # noqa: F401  (warm the import before the first task)
-
-    detect_language("", "warm up the language profiles")
 
 
 def default_workers() -> int:
@@ -120,7 +121,7 @@ class WorkerPool:
         self.task_timeout = task_timeout
         context = multiprocessing.get_context("forkserver")
         # The fork server imports these once; every worker forked from it starts warm.
-        context.set_forkserver_preload(["ingestor.workers"])
+        context.set_forkserver_preload(["ingestor.workers", "ingestor.worker_warmup"])
         self._pool = pebble.ProcessPool(
             max_workers=self.workers,
             max_tasks=_MAX_TASKS_PER_WORKER,

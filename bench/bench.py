@@ -1,0 +1,458 @@
+"""Benchmark: full ingestion against trafilatura's own limit and a naive baseline, polling
+10,000 feeds, the idle daemon, and the cost per stage. Every figure is the median of
+--runs runs, and every ratio is against a baseline measured in the same run.
+
+    python bench/bench.py                 # the full benchmark (about 10 minutes)
+    python bench/bench.py --quick         # smaller, for a smoke test (about 2 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.farm import FarmContent, FarmServer, FarmSpec
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- measuring a process tree -------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    children = _children_map()
+    found, stack = [pid], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def cpu_and_rss(pid: int) -> tuple[float, int]:
+    """(utime + stime seconds, RSS bytes) of one process, or (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / TICKS, int(fields[21]) * PAGE
+
+
+@dataclass
+class TreeSample:
+    cpu: dict[int, float] = field(default_factory=dict)
+    peak_rss: int = 0
+    peak_main_rss: int = 0
+
+
+class TreeMonitor:
+    """Samples a process tree at 20 Hz: CPU per process (the last value seen counts) and
+    the peak of the summed RSS."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.sample = TreeSample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in tree(self.pid):
+                cpu, rss = cpu_and_rss(pid)
+                if cpu:
+                    self.sample.cpu[pid] = max(cpu, self.sample.cpu.get(pid, 0.0))
+                total += rss
+                if pid == self.pid:
+                    self.sample.peak_main_rss = max(self.sample.peak_main_rss, rss)
+            self.sample.peak_rss = max(self.sample.peak_rss, total)
+            self._stop.wait(0.05)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.sample.cpu.values())
+
+
+@dataclass
+class RunResult:
+    wall: float
+    cpu: float
+    peak_rss: int
+    peak_main_rss: int
+    stdout: str
+    metrics: dict[str, tuple[float, float]]
+
+
+def run_ingestor(config: Path, workdir: Path, *extra: str) -> RunResult:
+    metrics_file = workdir / "metrics.prom"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ingestor",
+            "run",
+            "--config",
+            str(config),
+            "--once",
+            "--metrics-file",
+            str(metrics_file),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with TreeMonitor(process.pid) as monitor:
+        stdout, stderr = process.communicate(timeout=3600)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode != 0:
+        raise RuntimeError(f"ingestor failed ({process.returncode}): {stderr[-2000:]}")
+    reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return RunResult(
+        wall,
+        max(reaped, monitor.cpu_seconds),
+        monitor.sample.peak_rss,
+        monitor.sample.peak_main_rss,
+        stdout,
+        parse_stage_metrics(metrics_file),
+    )
+
+
+def parse_stage_metrics(path: Path) -> dict[str, tuple[float, float]]:
+    stages: dict[str, list[float]] = {}
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        match = re.match(r'ingestor_stage_seconds_(sum|count)\{stage="([^"]+)"\} (\S+)', line)
+        if match:
+            stages.setdefault(match.group(2), [0.0, 0.0])[0 if match.group(1) == "count" else 1] = (
+                float(match.group(3))
+            )
+    return {k: (v[0], v[1]) for k, v in stages.items()}
+
+
+def write_config(path: Path, feeds: list[str], **sections: str) -> None:
+    text = (
+        f"output:\n  dir: {path.parent / 'out'}\n"
+        f"state:\n  path: {path.parent / 'state' / 'ingestor.db'}\n"
+        "http:\n  allowed_networks: ['127.0.0.0/8']\n  retries: 0\n"
+        "  per_host_connections: 4\n  max_connections: 200\n"
+        "schedule:\n  interval: 15m\n"
+        + "".join(sections.values())
+        + "feeds:\n"
+        + "".join(f"  - url: {u}\n" for u in feeds)
+    )
+    path.write_text(text)
+
+
+def fresh_dir(root: Path, name: str) -> Path:
+    directory = root / name
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+# --- 1. full ingestion and its two baselines ----------------------------------------------
+
+
+def trafilatura_cost(
+    content: FarmContent, extensive_date_search: bool = False
+) -> tuple[float, int]:
+    """CPU seconds per page of trafilatura itself, single process, on the farm's pages, called
+    as the pipeline calls it (or with trafilatura's default extensive date search)."""
+    from trafilatura import bare_extraction
+
+    dates = {"extensive_search": extensive_date_search, "original_date": True}
+    pages = [(path, body.decode("utf-8")) for path, body in sorted(content.pages.items())]
+    bare_extraction(pages[0][1], url="http://x/", include_comments=False, with_metadata=True)
+    started = time.process_time()
+    for path, page in pages:
+        bare_extraction(
+            page,
+            url=f"http://x{path}",
+            include_comments=False,
+            with_metadata=True,
+            include_tables=True,
+            date_extraction_params=dates,
+        )
+    return (time.process_time() - started) / len(pages), len(pages)
+
+
+def naive_baseline(content: FarmContent, out: Path, limit: int) -> float:
+    """Sequential urllib + feedparser + trafilatura + langdetect + json.dump: articles/s."""
+    import feedparser
+    import langdetect
+    from trafilatura import bare_extraction
+
+    langdetect.DetectorFactory.seed = 0
+    done = 0
+    started = time.perf_counter()
+    for feed_url in content.feed_urls():
+        with urllib.request.urlopen(feed_url, timeout=30) as response:
+            body = response.read()
+        if feed_url.endswith(".json"):
+            links = [(i["url"], i["title"]) for i in json.loads(body)["items"]]
+        else:
+            parsed = feedparser.parse(body)
+            links = [(e.link, e.title) for e in parsed.entries]
+        for link, title in links:
+            with urllib.request.urlopen(link, timeout=30) as response:
+                page = response.read().decode("utf-8")
+            doc = bare_extraction(page, url=link, include_comments=False, with_metadata=True)
+            text = doc.text if doc is not None else ""
+            language = langdetect.detect(text) if text.strip() else "und"
+            with open(out / f"{done}.json", "w") as handle:
+                json.dump({"url": link, "title": title, "text": text, "language": language}, handle)
+            done += 1
+            if done >= limit:
+                return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started)
+
+
+def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
+    spec = FarmSpec(hosts=4, feeds=args.feeds, items=args.items)
+    cores = len(os.sched_getaffinity(0))
+    runs: list[dict[str, float]] = []
+    stage_runs: list[dict[str, tuple[float, float]]] = []
+    with FarmServer(spec) as content:
+        for run in range(args.runs):
+            work = fresh_dir(root, f"full-{run}")
+            config = work / "ingestor.yaml"
+            write_config(
+                config,
+                content.feed_urls(),
+                pipeline="pipeline:\n  article_concurrency: 32\n  queue_size: 64\n",
+            )
+            result = run_ingestor(config, work)
+            articles = int(re.search(r"articles written: (\d+)", result.stdout).group(1))
+            traf_cpu, pages = trafilatura_cost(content)
+            traf_default_cpu, _ = trafilatura_cost(content, extensive_date_search=True)
+            naive_out = fresh_dir(root, f"naive-{run}")
+            naive_rate = naive_baseline(content, naive_out, limit=args.naive_limit)
+            rate = articles / result.wall
+            limit = cores / traf_cpu
+            runs.append(
+                {
+                    "articles": articles,
+                    "rate": rate,
+                    "cpu_per_article": result.cpu / articles,
+                    "peak_rss_mb": result.peak_rss / 1e6,
+                    "main_rss_mb": result.peak_main_rss / 1e6,
+                    "traf_cpu": traf_cpu,
+                    "traf_default": traf_default_cpu,
+                    "limit": limit,
+                    "naive": naive_rate,
+                    "of_limit": rate / limit,
+                    "vs_naive": rate / naive_rate,
+                    "cpu_ratio": (result.cpu / articles) / traf_cpu,
+                }
+            )
+            stage_runs.append(result.metrics)
+            print(
+                f"  run {run + 1}: {articles} articles in {result.wall:.1f}s = {rate:.1f}/s; "
+                f"limit {limit:.1f}/s; naive {naive_rate:.1f}/s; "
+                f"CPU/article {result.cpu / articles * 1000:.1f} ms vs trafilatura "
+                f"{traf_cpu * 1000:.1f} ms/page",
+                flush=True,
+            )
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    lines = [
+        f"### 1. Full ingestion: {args.feeds} feeds x {args.items} items on 4 hosts "
+        f"(median of {args.runs} runs; {pages} distinct pages, 30-200 KB, 5-40 ms latency)",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| articles written per pass | {med['articles']:.0f} | |",
+        f"| ingestion rate | {med['rate']:.1f} articles/s | |",
+        f"| trafilatura alone, one process, called as the pipeline calls it | "
+        f"{med['traf_cpu'] * 1000:.1f} ms CPU/page | |",
+        f"| (the same with trafilatura's default extensive date search) | "
+        f"{med['traf_default'] * 1000:.1f} ms CPU/page | |",
+        f"| machine limit ({cores} cores / trafilatura CPU per page) | {med['limit']:.1f} "
+        "articles/s | |",
+        f"| rate / limit | {med['of_limit']:.0%} | >= 65% |",
+        f"| naive sequential baseline | {med['naive']:.1f} articles/s | |",
+        f"| rate / naive | {med['vs_naive']:.1f}x | >= 5x |",
+        f"| CPU per article, all processes | {med['cpu_per_article'] * 1000:.1f} ms | |",
+        f"| CPU per article / trafilatura CPU per page | {med['cpu_ratio']:.2f}x | <= 1.4x |",
+        f"| peak RSS, all processes (main) | {med['peak_rss_mb']:.0f} MB "
+        f"({med['main_rss_mb']:.0f} MB) | |",
+        "",
+        "### 4. Cost per stage (the pipeline's own timings, median run)",
+        "",
+        "| stage | count | total s | ms each |",
+        "|---|---|---|---|",
+    ]
+    middle = sorted(range(len(runs)), key=lambda i: runs[i]["rate"])[len(runs) // 2]
+    for stage, (count, total) in sorted(stage_runs[middle].items()):
+        lines.append(
+            f"| {stage} | {count:.0f} | {total:.2f} | {total / max(count, 1) * 1000:.2f} |"
+        )
+    return lines
+
+
+# --- 2. polling and 3. idle ---------------------------------------------------------------
+
+
+def polling_and_idle(args: argparse.Namespace, root: Path) -> list[str]:
+    spec = FarmSpec(hosts=50, feeds=0, items=0, poll_feeds=args.poll_feeds, latency=(0, 0))
+    lines = [
+        f"### 2. Polling only: {args.poll_feeds} feeds on 50 hosts (median of {args.runs} runs)",
+        "",
+        "| mode | feeds/s | CPU per poll | peak RSS main (all) |",
+        "|---|---|---|---|",
+    ]
+    idle_line: list[str] = []
+    with FarmServer(spec) as content:
+        for mode, unchanged in (("304 Not Modified", False), ("unchanged body (hash)", True)):
+            work = fresh_dir(root, f"poll-{int(unchanged)}")
+            config = work / "ingestor.yaml"
+            write_config(
+                config,
+                content.poll_urls(unchanged),
+                pipeline="pipeline:\n  max_concurrent_feeds: 200\n",
+            )
+            run_ingestor(config, work)  # first pass: 200s, parsed once
+            results = [run_ingestor(config, work) for _ in range(args.runs)]
+            for result in results:
+                polled = int(re.search(r"(\d+) unchanged", result.stdout).group(1))
+                assert polled == args.poll_feeds, result.stdout
+            rate = statistics.median(args.poll_feeds / r.wall for r in results)
+            cpu = statistics.median(r.cpu / args.poll_feeds for r in results)
+            main = statistics.median(r.peak_main_rss for r in results) / 1e6
+            total = statistics.median(r.peak_rss for r in results) / 1e6
+            lines.append(
+                f"| {mode} | {rate:.0f} | {cpu * 1000:.2f} ms | {main:.0f} MB ({total:.0f} MB) |"
+            )
+            if not unchanged:
+                idle_line = idle_daemon(config, args.idle_seconds)
+    lines.append("")
+    lines.append(
+        "Targets: >= 1,000 unchanged feeds/s on one core (CPU per poll <= 1 ms); "
+        "10,000 scheduled feeds under 200 MB RSS."
+    )
+    return [*lines, "", *idle_line]
+
+
+def idle_daemon(config: Path, seconds: float) -> list[str]:
+    log = config.parent / "idle.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingestor", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "ingestor running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # let start-up settle: the worker pool comes up after the log line
+        pids = tree(process.pid)
+        start = {p: cpu_and_rss(p)[0] for p in pids}
+        time.sleep(seconds)
+        pids = tree(process.pid)
+        used = sum(cpu_and_rss(p)[0] - start.get(p, 0.0) for p in pids)
+        main_rss = cpu_and_rss(process.pid)[1] / 1e6
+        total_rss = sum(cpu_and_rss(p)[1] for p in pids) / 1e6
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    return [
+        f"### 3. Idle daemon: the same {config.read_text().count('- url:')} feeds, none due, "
+        f"{seconds:.0f} s",
+        "",
+        f"CPU {used / seconds:.2%} of one core (target < 2%); RSS main process "
+        f"{main_rss:.0f} MB, with worker processes {total_rss:.0f} MB.",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--feeds", type=int, default=24)
+    parser.add_argument("--items", type=int, default=25)
+    parser.add_argument(
+        "--naive-limit", type=int, default=150, help="articles the naive baseline processes per run"
+    )
+    parser.add_argument("--poll-feeds", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--only", choices=("full", "poll"), default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.feeds, args.items = 1, 6, 10
+        args.naive_limit, args.poll_feeds, args.idle_seconds = 30, 1000, 5.0
+    cpu_info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpu_info if line.startswith("model name")),
+        platform.processor(),
+    )
+    header = [
+        "## Benchmark results",
+        "",
+        f"Machine: {len(os.sched_getaffinity(0))} cores ({cpu}), "
+        f"{os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GiB RAM, Python "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "",
+    ]
+    print("\n".join(header), flush=True)
+    with tempfile.TemporaryDirectory(prefix="ingestor-bench-") as tmp:
+        root = Path(tmp)
+        sections: list[str] = []
+        if args.only in (None, "full"):
+            sections += [*full_ingestion(args, root), ""]
+            print("\n".join(sections), flush=True)
+        if args.only in (None, "poll"):
+            poll = polling_and_idle(args, root)
+            sections += poll
+            print("\n".join(poll), flush=True)
+
+
+if __name__ == "__main__":
+    main()
