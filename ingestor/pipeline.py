@@ -263,7 +263,10 @@ class Pipeline:
         started = time.perf_counter()
         try:
             parsed, parse_seconds = await self.pool.run(
-                parse_feed_job, response.body, response.final_url, response.content_type
+                parse_feed_job,
+                response.body,
+                response.final_url,
+                response.headers.get("content-type", response.content_type),
             )
             self.metrics.observe("parse", parse_seconds)
         except (ParseError, WorkerError) as exc:
@@ -271,7 +274,7 @@ class Pipeline:
         finally:
             self.metrics.observe("parse_roundtrip", time.perf_counter() - started)
         if parsed.warning:
-            log.debug("feed %s: recovered from malformed XML: %s", feed.url, parsed.warning)
+            log.info("feed %s: %s", feed.url, parsed.warning)
         state = _with_meta(state, parsed.meta)
         outcome = await self._ingest_entries(feed, state, parsed)
         if outcome.status == "ok":
@@ -376,7 +379,11 @@ class Pipeline:
             )
             log.error("feed %s: %s", feed.url, state.disabled_reason)
         else:
-            log.warning("feed %s: %s (failure %d in a row)", feed.url, message, state.error_count)
+            # The error's own text names the URL it failed on; the log line names the feed.
+            reason = getattr(exc, "reason", message)
+            where = getattr(exc, "url", feed.url)
+            detail = reason if where == feed.url else f"{where}: {reason}"
+            log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
         if isinstance(exc, RateLimitedError | HostBackoffError):
             state = replace(state, not_before=exc.not_before)
         state = replace(
@@ -478,7 +485,7 @@ class Pipeline:
                 else self.config.extraction.min_text_length
             )
             if minimum and len(analysis.body.text) < minimum:
-                log.info(
+                log.debug(
                     "feed %s: %s has %d characters of text, under the minimum %d; skipped",
                     feed.url,
                     url,
