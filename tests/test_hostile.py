@@ -345,10 +345,6 @@ async def test_hostile_farm_breaks_nothing_and_leaks_nothing(tmp_path, serve):
     assert "only the first 5000 were read" in stderr
     assert "time limit" in stderr  # the slow page's worker was replaced
     assert "Traceback" not in stderr
-    print(
-        "\n".join(line for line in stderr.splitlines() if "minimum" not in line),
-        f"peak RSS main {monitor.peak_main >> 20} MB, worker {monitor.peak_child >> 20} MB",
-    )
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
