@@ -415,7 +415,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one run")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--feeds", type=int, default=24)
+    parser.add_argument("--feeds", type=int, default=40)
     parser.add_argument("--items", type=int, default=25)
     parser.add_argument(
         "--naive-limit", type=int, default=150, help="articles the naive baseline processes per run"

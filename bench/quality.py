@@ -137,7 +137,11 @@ async def dedup_table(corpus: list[Story]) -> list[str]:
     kinds: dict[str, list[bool]] = {}
     scores: dict[str, list[float]] = {"copy": [], "distinct": []}
 
-    async def is_flagged(store: SQLiteStateStore, original: str, candidate: str, n: int) -> bool:
+    async def is_flagged(directory: Path, original: str, candidate: str, n: int) -> bool:
+        """The pipeline's own path: store the original, then look the candidate up (a
+        fresh state per pair, so that pairs cannot match each other)."""
+        store = SQLiteStateStore(directory / f"pair{n}.db")
+        await store.open()
         first, second = fingerprint(original), fingerprint(candidate)
         if first.signature is not None and second.signature is not None:
             group = "copy" if n <= len(corpus) * 4 else "distinct"
@@ -156,32 +160,24 @@ async def dedup_table(corpus: list[Story]) -> list[str]:
                 1.0,
             )
         )
-        exact = await store.find_exact(second.content_hash, f"b{n}")
-        candidates = (
-            []
-            if second.signature is None
-            else await store.near_candidates(scheme, second.band_keys, 0.0, f"b{n}")
+        exact, candidates = await store.duplicate_candidates(
+            second.content_hash, scheme, second.band_keys, 0.0, f"b{n}"
         )
-        candidates = [c for c in candidates if c.record_id == f"a{n}"]
-        verdict = judge_duplicate(
-            exact if exact == f"a{n}" else None, second.signature, candidates, dedup.threshold
-        )
-        return verdict.is_duplicate
+        await store.close()
+        return judge_duplicate(exact, second.signature, candidates, dedup.threshold).is_duplicate
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStateStore(Path(tmp) / "q.db")
-        await store.open()
+        directory = Path(tmp)
         n = 0
         for story in corpus:
             for kind, copy in true_copies(story, rng).items():
                 n += 1
                 kinds.setdefault(f"copy: {kind}", []).append(
-                    await is_flagged(store, "\n".join(story.paragraphs), copy, n)
+                    await is_flagged(directory, "\n".join(story.paragraphs), copy, n)
                 )
         for kind, a, b in distinct_pairs(corpus, rng):
             n += 1
-            kinds.setdefault(f"distinct: {kind}", []).append(await is_flagged(store, a, b, n))
-        await store.close()
+            kinds.setdefault(f"distinct: {kind}", []).append(await is_flagged(directory, a, b, n))
     rows = ["| pair kind | pairs | flagged as duplicate |", "|---|---|---|"]
     for kind, flags in kinds.items():
         rows.append(f"| {kind} | {len(flags)} | {sum(flags)} |")
@@ -238,8 +234,7 @@ async def dedup_cost(corpus: list[Story], stored: int = 20_000) -> list[str]:
         queries = [fingerprint(t) for t in texts] * 20
         started = time.perf_counter()
         for fp in queries:
-            await store.find_exact(fp.content_hash, "q")
-            await store.near_candidates(scheme, fp.band_keys, 0.0, "q")
+            await store.duplicate_candidates(fp.content_hash, scheme, fp.band_keys, 0.0, "q")
         per_lookup = (time.perf_counter() - started) / len(queries)
         await store.close()
     return [

@@ -570,15 +570,12 @@ class Pipeline:
             started = time.perf_counter()
             verdict: DuplicateVerdict = NOT_DUPLICATE
             if analysis.body.text:
-                exact = await self.store.find_exact(prints.content_hash, rid)
-                candidates = (
-                    []
-                    if exact or prints.signature is None
-                    else (
-                        await self.store.near_candidates(
-                            self.scheme, prints.band_keys, time.time() - dedup.window, rid
-                        )
-                    )
+                exact, candidates = await self.store.duplicate_candidates(
+                    prints.content_hash,
+                    self.scheme,
+                    prints.band_keys if prints.signature is not None else (),
+                    time.time() - dedup.window,
+                    rid,
                 )
                 verdict = judge_duplicate(exact, prints.signature, candidates, dedup.threshold)
             self.metrics.observe("dedup", time.perf_counter() - started)

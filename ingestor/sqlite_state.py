@@ -336,34 +336,44 @@ class SQLiteStateStore:
 
         return await self._run(lookup)
 
-    async def find_exact(self, content_hash: str, exclude_id: str) -> str | None:
-        def lookup() -> str | None:
-            row = self.conn.execute(
-                "SELECT record_id FROM records WHERE content_hash = ? AND done = 1 "
-                "AND record_id != ? ORDER BY committed_at LIMIT 1",
-                (content_hash, exclude_id),
-            ).fetchone()
-            return row[0] if row else None
+    async def duplicate_candidates(
+        self,
+        content_hash: str,
+        scheme: str,
+        band_keys: Sequence[int],
+        since: float,
+        exclude_id: str,
+    ) -> tuple[str | None, list[NearCandidate]]:
+        def lookup() -> tuple[str | None, list[NearCandidate]]:
+            exact = self._find_exact(content_hash, exclude_id)
+            if exact is not None:
+                return exact, []
+            return None, self._near_candidates(scheme, band_keys, since, exclude_id)
 
         return await self._run(lookup)
 
-    async def near_candidates(
+    def _find_exact(self, content_hash: str, exclude_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT record_id FROM records WHERE content_hash = ? AND done = 1 "
+            "AND record_id != ? ORDER BY committed_at LIMIT 1",
+            (content_hash, exclude_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _near_candidates(
         self, scheme: str, band_keys: Sequence[int], since: float, exclude_id: str
     ) -> list[NearCandidate]:
-        def lookup() -> list[NearCandidate]:
-            if not band_keys:
-                return []
-            marks = ",".join("?" * len(band_keys))
-            rows = self.conn.execute(
-                f"SELECT DISTINCT f.record_id, f.signature, f.ingested_at "
-                f"FROM lsh_bands b JOIN fingerprints f ON f.record_id = b.record_id "
-                f"WHERE b.band_key IN ({marks}) AND f.scheme = ? AND f.ingested_at >= ? "
-                f"AND f.record_id != ? ORDER BY f.ingested_at LIMIT 200",
-                (*band_keys, scheme, since, exclude_id),
-            ).fetchall()
-            return [NearCandidate(r[0], bytes(r[1]), r[2]) for r in rows]
-
-        return await self._run(lookup)
+        if not band_keys:
+            return []
+        marks = ",".join("?" * len(band_keys))
+        rows = self.conn.execute(
+            f"SELECT DISTINCT f.record_id, f.signature, f.ingested_at "
+            f"FROM lsh_bands b JOIN fingerprints f ON f.record_id = b.record_id "
+            f"WHERE b.band_key IN ({marks}) AND f.scheme = ? AND f.ingested_at >= ? "
+            f"AND f.record_id != ? ORDER BY f.ingested_at LIMIT 200",
+            (*band_keys, scheme, since, exclude_id),
+        ).fetchall()
+        return [NearCandidate(r[0], bytes(r[1]), r[2]) for r in rows]
 
     async def commit_record(self, item: CommitItem) -> None:
         def commit(conn: sqlite3.Connection) -> None:

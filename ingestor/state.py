@@ -112,11 +112,17 @@ class StateStore(Protocol):
         self, record_id: str, canonical_url: str, location: str, now: float
     ) -> str: ...
 
-    async def find_exact(self, content_hash: str, exclude_id: str) -> str | None: ...
-
-    async def near_candidates(
-        self, scheme: str, band_keys: Sequence[int], since: float, exclude_id: str
-    ) -> list[NearCandidate]: ...
+    async def duplicate_candidates(
+        self,
+        content_hash: str,
+        scheme: str,
+        band_keys: Sequence[int],
+        since: float,
+        exclude_id: str,
+    ) -> tuple[str | None, list[NearCandidate]]:
+        """The earliest finished record with this exact body hash, else the records that
+        share an LSH band with these keys (same scheme, ingested since `since`)."""
+        ...
 
     async def commit_record(self, item: CommitItem) -> None: ...
 
