@@ -106,6 +106,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _ready() -> bool:
+    return True
+
+
 def default_workers() -> int:
     return max(
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
@@ -128,6 +132,9 @@ class WorkerPool:
             initializer=_worker_init,
             context=context,
         )
+        # pebble starts its processes at the first task: start them now, so that the fork
+        # server's imports overlap with fetching the first feeds instead of following them.
+        self._pool.schedule(_ready)
         self.tasks_started = 0
 
     async def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
