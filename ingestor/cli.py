@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ingestor import __version__
@@ -159,6 +160,10 @@ async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     metrics = Metrics()
     async with open_pipeline(config, metrics) as pipeline:
         summary = await pipeline.run_once(config.feeds, progress)
+        # A cron-driven deployment never runs the daemon's hourly clean-up: do it here.
+        await pipeline.store.prune(
+            time.time(), config.state.seen_entry_max_age, config.dedup.window
+        )
     if isinstance(progress, _Progress):
         progress.finish()
     if metrics_file is not None:

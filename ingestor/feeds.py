@@ -227,12 +227,14 @@ def _entry_key(guid: str | None, link: str | None, title: str, summary: str | No
 
 
 def _safe_link(base: str, link: Any) -> str | None:
+    """An absolute http(s) URL, or None: javascript:, data:, file: and the like never pass."""
     if not isinstance(link, str) or not link.strip():
         return None
     try:
-        return urljoin(base, clean_line(link))
+        absolute = urljoin(base, clean_line(link))
     except ValueError:
         return None
+    return absolute if absolute.lower().startswith(("http://", "https://")) else None
 
 
 def _normalize_entry(raw: Any, feed_url: str) -> FeedEntry | None:

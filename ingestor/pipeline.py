@@ -32,7 +32,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from urllib.parse import urldefrag
@@ -195,7 +195,11 @@ class Pipeline:
 
     # --- one pass (run --once, demo) ---
 
-    async def run_once(self, feeds: Iterable[FeedConfig], progress: object = None) -> PassSummary:
+    async def run_once(
+        self,
+        feeds: Iterable[FeedConfig],
+        progress: Callable[[PassSummary, int], None] | None = None,
+    ) -> PassSummary:
         summary = PassSummary()
         feeds = [f for f in feeds if f.enabled]
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
@@ -207,7 +211,7 @@ class Pipeline:
         for finished in asyncio.as_completed([one(f) for f in feeds]):
             outcome = await finished
             summary.add(outcome)
-            if callable(progress):
+            if progress is not None:
                 progress(summary, len(feeds))
         return summary
 
@@ -507,7 +511,7 @@ class Pipeline:
         return False
 
     @contextlib.asynccontextmanager
-    async def _claim(self, canonical: str):  # noqa: ANN202
+    async def _claim(self, canonical: str) -> AsyncIterator[bool]:
         """One task per canonical URL at a time; a second one waits, then re-checks."""
         claimed = True
         while (event := self._inflight.get(canonical)) is not None:

@@ -225,3 +225,51 @@ def test_parse_feed_fuzz_never_crashes_unexpectedly(body):
         return
     for entry in parsed.entries:
         assert "\x00" not in entry.title
+
+
+_field_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "title": _field_text,
+                "link": st.one_of(
+                    _field_text, st.just("/relative/path"), st.just("https://example.org/a?b=1")
+                ),
+                "guid": _field_text,
+                "description": _field_text,
+                "pubDate": st.one_of(_field_text, st.just("Tue, 10 Jun 2003 04:00:00 GMT")),
+            },
+        ),
+        max_size=8,
+    )
+)
+def test_entry_normalization_properties(items):
+    from xml.sax.saxutils import escape
+
+    body = "".join(
+        "<item>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in item.items()) + "</item>"
+        for item in items
+    )
+    document = (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>t</title>{body}</channel></rss>"
+    ).encode()
+    try:
+        parsed = parse_feed(document, BASE)
+    except ParseError:
+        return
+    for entry in parsed.entries:
+        assert entry.key.startswith(("guid:", "link:", "hash:"))
+        assert "\n" not in entry.title and "\r" not in entry.title
+        assert not any(ord(c) < 32 for c in entry.title)
+        assert entry.link is None or entry.link.startswith(("http://", "https://"))
+        for moment in (entry.published, entry.updated):
+            assert moment is None or moment.utcoffset().total_seconds() == 0
