@@ -350,20 +350,26 @@ _TAILS = [
 ]
 
 
-def synthetic_story(seed: int, base: Story) -> Story:
-    """A distinct English article: one real paragraph from `base` for texture, then news-like
-    generated paragraphs; two seeds share almost no word 3-shingles (Jaccard < 0.2)."""
+def synthetic_paragraphs(seed: int, paragraphs: int = 4, sentences: int = 5) -> list[str]:
+    """News-like English paragraphs; two seeds share almost no word 3-shingles
+    (estimated Jaccard below 0.2), so their articles are never near duplicates."""
     rng = random.Random(seed)
-    paragraphs = [rng.choice(base.paragraphs)]
-    for _ in range(4):
-        paragraphs.append(
-            " ".join(
-                f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
-                f"{rng.choice(_TAILS)}, {rng.randint(2, 990)} people said."
-                for _ in range(5)
-            )
+    return [
+        " ".join(
+            f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
+            f"{rng.choice(_TAILS)}, {rng.randint(2, 990)} people said."
+            for _ in range(sentences)
         )
-    return Story(f"{base.name}-{seed}", "en", f"{base.title} ({seed})", tuple(paragraphs))
+        for _ in range(paragraphs)
+    ]
+
+
+def synthetic_story(seed: int, base: Story) -> Story:
+    """A distinct English article: one real paragraph from `base` for texture, then
+    synthetic_paragraphs()."""
+    real = random.Random(seed).choice(base.paragraphs)
+    paragraphs = (real, *synthetic_paragraphs(seed))
+    return Story(f"{base.name}-{seed}", "en", f"{base.title} ({seed})", paragraphs)
 
 
 def padded_page(story: Story, target_bytes: int, seed: int) -> str:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bench.corpus import synthetic_paragraphs
 from ingestor.config import (
     Config,
     ExtractionConfig,
@@ -121,85 +122,6 @@ LOREM_EN = [
 ]
 
 
-_SUBJECTS = [
-    "The council",
-    "A local company",
-    "The ministry",
-    "Residents",
-    "The university",
-    "Farmers",
-    "The regional bank",
-    "Hospital staff",
-    "The port authority",
-    "Teachers",
-    "The football club",
-    "Volunteers",
-    "The museum",
-    "Police officers",
-    "Engineers",
-    "The airline",
-    "Shop owners",
-    "The orchestra",
-    "Researchers",
-    "The railway operator",
-]
-_VERBS = [
-    "announced",
-    "criticised",
-    "welcomed",
-    "postponed",
-    "approved",
-    "rejected",
-    "presented",
-    "questioned",
-    "defended",
-    "celebrated",
-    "investigated",
-    "funded",
-]
-_OBJECTS = [
-    "a new bridge",
-    "the budget for next year",
-    "longer opening hours",
-    "a study on air quality",
-    "the merger of two schools",
-    "a wind farm project",
-    "higher parking fees",
-    "the renovation of the station",
-    "a summer festival",
-    "new rules for rental flats",
-    "a shortage of nurses",
-    "the closure of a factory",
-    "a plan to plant trees",
-    "cheaper public transport",
-    "a hospital extension",
-]
-_TAILS = [
-    "after months of debate",
-    "despite strong opposition",
-    "on Monday morning",
-    "in a statement on its website",
-    "during a packed public meeting",
-    "according to local media",
-    "before the summer holidays",
-    "for the third time",
-    "with the support of the mayor",
-    "to the surprise of many observers",
-]
-
-
 def distinct_story(seed: int, paragraphs: int = 4, sentences: int = 4) -> list[str]:
     """English news-like paragraphs; different seeds share almost no word 3-shingles."""
-    import random
-
-    rng = random.Random(seed)
-    result = []
-    for _ in range(paragraphs):
-        result.append(
-            " ".join(
-                f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
-                f"{rng.choice(_TAILS)}, {rng.randint(2, 990)} people said."
-                for _ in range(sentences)
-            )
-        )
-    return result
+    return synthetic_paragraphs(seed, paragraphs, sentences)
