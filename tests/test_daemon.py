@@ -148,7 +148,7 @@ async def test_sigterm_exits_cleanly_and_sighup_reloads(tmp_path, serve):
 
 
 async def test_kill_9_at_any_moment_loses_nothing_and_duplicates_nothing(tmp_path, serve):
-    feeds, items = 4, 30
+    feeds, items = 5, 40
     total = feeds * items
     farm = Farm(feeds=feeds, items=items, latency=(0.02, 0.08))
     farm.base = await serve(farm.app)
