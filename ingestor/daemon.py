@@ -240,7 +240,8 @@ class Daemon:
             self.due.discard(feed_id)
         for feed_id in added:
             state = self.pipeline.states.get(feed_id) if self.pipeline else None
-            self.due.set(feed_id, schedule.first_due(state, now, 30.0, self.rng))
+            spread = min(new.schedule.interval, 30.0)  # added feeds: soon, not all at once
+            self.due.set(feed_id, schedule.first_due(state, now, spread, self.rng))
         for feed_id in changed:
             # A changed feed (e.g. a new interval, or a fix for a 410) is polled soon.
             self.due.set(feed_id, now + self.rng.uniform(0, 5.0))
