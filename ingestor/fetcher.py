@@ -49,6 +49,9 @@ _PERMANENT = (301, 308)
 _CHUNK = 64 * 1024
 _ROBOTS_MAX_BYTES = 512 * 1024
 _MAX_RETRY_AFTER = 7 * 86400.0
+# A Crawl-delay above this is taken as this: a site asking for minutes between requests
+# would otherwise stall every article on it for hours.
+_MAX_CRAWL_DELAY = 30.0
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
@@ -173,8 +176,12 @@ class Fetcher:
 
     async def fetch_article(self, url: str, respect_robots: bool = True) -> FetchResult:
         _check_scheme(url)
-        if respect_robots and not await self.robots.allowed(url):
-            raise RobotsDisallowedError(url, "disallowed by robots.txt")
+        if respect_robots:
+            if not await self.robots.allowed(url):
+                raise RobotsDisallowedError(url, "disallowed by robots.txt")
+            crawl_delay = await self.robots.crawl_delay(url)
+            if crawl_delay:
+                self.limiter.set_host_delay(host_key(url), min(crawl_delay, _MAX_CRAWL_DELAY))
         result = await self.fetch(
             url,
             max_bytes=self.config.max_article_bytes,

@@ -24,7 +24,8 @@ class HostLimiter:
     """Hands out permission to send one request to a host.
 
     At most `per_host` requests to one host at once, request starts spaced by `min_delay`
-    seconds, and none at all before a time the host gave in Retry-After.
+    seconds (or the host's own robots.txt Crawl-delay, when longer), and none at all before
+    a time the host gave in Retry-After.
     """
 
     def __init__(self, per_host: int = 2, min_delay: float = 0.0) -> None:
@@ -32,6 +33,17 @@ class HostLimiter:
         self.min_delay = min_delay
         self._slots: dict[str, _HostSlot] = {}
         self._not_before: dict[str, float] = {}
+        self._host_delays: dict[str, float] = {}
+
+    def set_host_delay(self, host: str, seconds: float) -> None:
+        """A host's own minimum spacing (robots.txt Crawl-delay)."""
+        if seconds > 0:
+            self._host_delays[host] = seconds
+        else:
+            self._host_delays.pop(host, None)
+
+    def delay_for(self, host: str) -> float:
+        return max(self.min_delay, self._host_delays.get(host, 0.0))
 
     def not_before(self, host: str) -> float:
         return self._not_before.get(host, 0.0)
@@ -54,13 +66,14 @@ class HostLimiter:
         if slot is None:
             slot = self._slots[host] = _HostSlot(asyncio.Semaphore(self.per_host))
         slot.users += 1
+        spacing = self.delay_for(host)
         try:
             async with slot.semaphore:
-                if self.min_delay > 0:
+                if spacing > 0:
                     async with slot.lock:
                         loop_now = asyncio.get_running_loop().time()
                         delay = slot.next_start - loop_now
-                        slot.next_start = max(loop_now, slot.next_start) + self.min_delay
+                        slot.next_start = max(loop_now, slot.next_start) + spacing
                     if delay > 0:
                         await asyncio.sleep(delay)
                 # Another request may have been told to back off while this one waited.
@@ -70,6 +83,6 @@ class HostLimiter:
                 yield
         finally:
             slot.users -= 1
-            if slot.users == 0 and self.min_delay <= 0:
+            if slot.users == 0 and spacing <= 0:
                 # Keep memory flat with many hosts; a host with a delay keeps its clock.
                 self._slots.pop(host, None)

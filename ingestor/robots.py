@@ -45,6 +45,15 @@ class RobotsCache:
         parser = await self._parser_for(robots_url(url))
         return parser.can_fetch(self._agent, url)
 
+    async def crawl_delay(self, url: str) -> float | None:
+        """The host's Crawl-delay for our agent (or `*`), in seconds, if it sets one."""
+        parser = await self._parser_for(robots_url(url))
+        try:
+            delay = parser.crawl_delay(self._agent)
+        except (TypeError, ValueError):
+            return None
+        return float(delay) if delay is not None else None
+
     async def _parser_for(self, robots: str) -> RobotFileParser:
         cached = self._cache.get(robots)
         if cached is not None and cached[0] > time.monotonic():

@@ -458,3 +458,21 @@ def test_charset_detection_order():
     assert decode_document(russian.encode("cp1251"), None)[0] == russian
     bom = "\ufeff".encode() + text.encode("utf-8")
     assert decode_document(bom, None)[0].lstrip("\ufeff") == text
+
+
+async def test_robots_crawl_delay_spaces_requests_to_that_host(serve):
+    app, _hits = counting_app()
+    starts: list[float] = []
+
+    async def page(_r: web.Request) -> web.Response:
+        starts.append(time.monotonic())
+        return web.Response(text="<html>ok</html>", content_type="text/html")
+
+    # urllib.robotparser reads whole seconds only.
+    app.router.add_get("/robots.txt", respond(text="User-agent: *\nCrawl-delay: 1\n"))
+    app.router.add_get("/p/{n}", page)
+    base = await serve(app)
+    async with Fetcher(loopback_http(per_host_connections=4)) as fetcher:
+        await asyncio.gather(*(fetcher.fetch_article(f"{base}/p/{n}") for n in range(3)))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
+    assert len(gaps) == 2 and min(gaps) >= 0.95, gaps
