@@ -62,7 +62,7 @@ def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
 
 
 def _integrate(
-    function: Callable[[float], float], low: float, high: float, steps: int = 200
+    function: Callable[[float], float], low: float, high: float, steps: int = 100
 ) -> float:
     width = (high - low) / steps
     inner = sum(function(low + i * width) for i in range(1, steps))

@@ -107,3 +107,15 @@ def test_cjk_text_is_shingled_by_character():
     a, b = fingerprint(text), fingerprint(copy)
     assert a.signature is not None and b.signature is not None
     assert similarity(a.signature, b.signature) >= 0.5
+
+
+def test_lsh_shape_matches_datasketch_rule():
+    from datasketch.lsh import _optimal_param
+
+    from ingestor.fingerprint import lsh_params
+
+    for num_perm in (16, 64, 128, 256):
+        for threshold in (0.3, 0.5, 0.7, 0.9):
+            assert lsh_params(num_perm, threshold) == tuple(
+                _optimal_param(threshold, num_perm, 0.5, 0.5)
+            ), (num_perm, threshold)
