@@ -23,7 +23,8 @@ _SNIFF_BYTES = 4096
 _NEAR_TIE = 10.0  # percent of "chaos" (mess) in charset-normalizer's terms
 
 
-def _codec(name: str | None) -> str | None:
+def codec_name(name: str | None) -> str | None:
+    """The canonical codec name for a charset label, or None when Python has no such codec."""
     if not name:
         return None
     try:
@@ -40,7 +41,7 @@ def declared_charset(body: bytes) -> str | None:
     head = body[:_SNIFF_BYTES]
     for pattern in (_XML_DECL, _META_CHARSET):
         match = pattern.search(head)
-        if match and (codec := _codec(match.group(1).decode("ascii", "ignore"))):
+        if match and (codec := codec_name(match.group(1).decode("ascii", "ignore"))):
             return codec
     return None
 
@@ -51,7 +52,7 @@ def decode_document(body: bytes, header_charset: str | None = None) -> tuple[str
     A charset that fails to decode the bytes strictly is skipped, so a wrong declaration in
     either direction (UTF-8 declared as latin-1 or the reverse) falls through to detection.
     """
-    candidates = [_codec(header_charset), declared_charset(body)]
+    candidates = [codec_name(header_charset), declared_charset(body)]
     for name in candidates:
         if name is None:
             continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from ingestor.feeds import FeedEntry
 from ingestor.fingerprint import similarity
@@ -81,7 +80,3 @@ def changed_substantially(
     if old_signature is None or new_signature is None:
         return old_signature != new_signature
     return similarity(old_signature, new_signature) < update_threshold
-
-
-def entry_time(entry: FeedEntry) -> datetime | None:
-    return entry.published or entry.updated

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from ingestor.decoding import declared_charset, detect_encoding
+from ingestor.decoding import codec_name, declared_charset, detect_encoding
 from ingestor.errors import ParseError
 from ingestor.record import clean_line, clean_text
 from ingestor.text import html_to_text
@@ -134,7 +134,7 @@ def normalize_feed_charset(body: bytes, content_type: str) -> tuple[bytes, str]:
     A strict decode settles which; the document is then handed on as UTF-8.
     """
     match = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
-    declared = _codec_name(match.group(1) if match else None) or declared_charset(body)
+    declared = codec_name(match.group(1) if match else None) or declared_charset(body)
     if declared is not None and declared != "utf-8" and declared not in _LATIN_CODECS:
         return body, f"application/xml; charset={declared}"  # UTF-16, Shift_JIS...: trusted
     try:
@@ -161,15 +161,6 @@ def limit_entries(body: bytes) -> tuple[bytes, int]:
     cut = body[: position + len(end_tag)]
     closer = next((c for opener, c in _ROOT_CLOSERS if opener in body[:4096]), b"")
     return cut + closer, total
-
-
-def _codec_name(name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
 
 
 def reject_entity_declarations(body: bytes, url: str) -> None:

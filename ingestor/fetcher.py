@@ -126,7 +126,6 @@ class Fetcher:
         self.robots = RobotsCache(self._get_robots, config.user_agent)
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
-        self.requests_sent = 0
 
     async def __aenter__(self) -> Fetcher:
         await self.open()
@@ -277,7 +276,6 @@ class Fetcher:
         )
         host = host_key(url)
         async with self.limiter.slot(host, url):
-            self.requests_sent += 1
             try:
                 async with self._session.get(
                     url,

@@ -53,10 +53,6 @@ class HostLimiter:
         if until_wall_time > self._not_before.get(host, 0.0):
             self._not_before[host] = until_wall_time
 
-    def deferred_hosts(self) -> dict[str, float]:
-        now = time.time()
-        return {h: t for h, t in self._not_before.items() if t > now}
-
     @asynccontextmanager
     async def slot(self, host: str, url: str) -> AsyncIterator[None]:
         wait_until = self._not_before.get(host, 0.0)

@@ -248,10 +248,6 @@ class SQLiteStateStore:
 
     # --- entries ---
 
-    async def unseen_entries(self, feed_id: str, keys: Sequence[str]) -> set[str]:
-        known = await self.entry_updated_times(feed_id, keys)
-        return set(keys) - set(known)
-
     async def entry_updated_times(
         self, feed_id: str, keys: Sequence[str]
     ) -> dict[str, float | None]:

@@ -137,11 +137,9 @@ class WorkerPool:
         # pebble starts its processes at the first task: start them now, so that the fork
         # server's imports overlap with fetching the first feeds instead of following them.
         self._pool.schedule(_ready)
-        self.tasks_started = 0
 
     async def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         future = self._pool.schedule(function, args=args, timeout=timeout or self.task_timeout)
-        self.tasks_started += 1
         try:
             return await asyncio.wrap_future(future)
         except concurrent.futures.TimeoutError:
