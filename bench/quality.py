@@ -22,7 +22,7 @@ from bench.corpus import TEMPLATES, Story, render_page, stories
 from ingestor.config import DedupConfig
 from ingestor.dedup import judge_duplicate
 from ingestor.extract import choose_body, extract_page
-from ingestor.fingerprint import fingerprint, scheme_id, similarity
+from ingestor.fingerprint import Fingerprint, fingerprint, scheme_id, similarity
 from ingestor.sqlite_state import SQLiteStateStore
 from ingestor.state import CommitItem
 
@@ -130,6 +130,26 @@ def distinct_pairs(corpus: list[Story], rng: random.Random) -> list[tuple[str, s
     return pairs
 
 
+async def store_fingerprint(
+    store: SQLiteStateStore, record_id: str, fp: Fingerprint, scheme: str
+) -> None:
+    """Record a finished article with this fingerprint, as the pipeline commits one."""
+    await store.reserve_record(record_id, f"url:{record_id}", "x", 0.0)
+    await store.commit_record(
+        CommitItem(
+            record_id,
+            f"url:{record_id}",
+            fp.content_hash,
+            "f",
+            f"key:{record_id}",
+            scheme,
+            fp.signature,
+            fp.band_keys,
+            1.0,
+        )
+    )
+
+
 async def dedup_table(corpus: list[Story]) -> list[str]:
     dedup = DedupConfig()
     scheme = scheme_id(dedup.num_perm, dedup.threshold)
@@ -146,20 +166,7 @@ async def dedup_table(corpus: list[Story]) -> list[str]:
         if first.signature is not None and second.signature is not None:
             group = "copy" if n <= len(corpus) * 4 else "distinct"
             scores[group].append(similarity(first.signature, second.signature))
-        await store.reserve_record(f"a{n}", f"u:a{n}", "x", 0.0)
-        await store.commit_record(
-            CommitItem(
-                f"a{n}",
-                f"u:a{n}",
-                first.content_hash,
-                "f",
-                f"k{n}",
-                scheme,
-                first.signature,
-                first.band_keys,
-                1.0,
-            )
-        )
+        await store_fingerprint(store, f"a{n}", first, scheme)
         exact, candidates = await store.duplicate_candidates(
             second.content_hash, scheme, second.band_keys, 0.0, f"b{n}"
         )
@@ -217,20 +224,7 @@ async def dedup_cost(corpus: list[Story], stored: int = 20_000) -> list[str]:
         for i in range(stored):
             doc = " ".join(rng.choices(vocabulary, k=300))
             fp = fingerprint(doc)
-            await store.reserve_record(f"r{i}", f"u{i}", "x", 0.0)
-            await store.commit_record(
-                CommitItem(
-                    f"r{i}",
-                    f"u{i}",
-                    fp.content_hash,
-                    "f",
-                    f"k{i}",
-                    scheme,
-                    fp.signature,
-                    fp.band_keys,
-                    1.0,
-                )
-            )
+            await store_fingerprint(store, f"r{i}", fp, scheme)
         queries = [fingerprint(t) for t in texts] * 20
         started = time.perf_counter()
         for fp in queries:
