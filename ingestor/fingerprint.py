@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 
@@ -86,10 +85,39 @@ def shingles(words: list[str], size: int = SHINGLE_WORDS) -> set[bytes]:
 
 
 @cache
-def _template(num_perm: int) -> Any:
-    from datasketch import MinHash  # only worker processes compute signatures
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch 2.0's affine32 parameters for seed 1: h -> a*h + b mod 2^32, a odd."""
+    generator = np.random.RandomState(_SEED)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
-    return MinHash(num_perm=num_perm, seed=_SEED, scheme=_MINHASH_SCHEME)
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    # MurmurHash3's finalizer: datasketch pre-mixes every input hash with it.
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
+def minhash_values(grams: Iterable[bytes], num_perm: int) -> np.ndarray:
+    """datasketch.MinHash(num_perm, seed=1, scheme="affine32").update_batch(grams).hashvalues.
+
+    The same computation written out (tests/test_dedup.py checks it against datasketch):
+    importing datasketch loads its LSH classes and with them scipy, 0.3 s of start-up and
+    about 40 MB in every worker, for a dozen lines of numpy.
+    """
+    hashed = np.fromiter(
+        (int.from_bytes(hashlib.sha1(gram).digest()[:4], "little") for gram in grams),
+        dtype=np.uint32,
+    )
+    a, b = _permutations(num_perm)
+    if hashed.size == 0:
+        return np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
+    permuted = _fmix32(hashed).reshape(-1, 1) * a + b
+    return permuted.min(axis=0)
 
 
 def fingerprint(text: str, num_perm: int = 128, threshold: float = 0.5) -> Fingerprint:
@@ -98,9 +126,7 @@ def fingerprint(text: str, num_perm: int = 128, threshold: float = 0.5) -> Finge
     grams = shingles(words)
     if len(grams) < MIN_SHINGLES:
         return Fingerprint(digest, None, (), len(grams))
-    minhash = _template(num_perm).copy()
-    minhash.update_batch(list(grams))
-    values = np.asarray(minhash.hashvalues, dtype=np.uint32)
+    values = minhash_values(grams, num_perm)
     return Fingerprint(digest, values.tobytes(), band_keys(values, num_perm, threshold), len(grams))
 
 

@@ -92,8 +92,9 @@ def _langid_identifier() -> Any:
 def _langdetect_candidates(text: str) -> list[tuple[str, float]]:
     from langdetect.lang_detect_exception import LangDetectException
 
-    factory = _langdetect_factory()
-    detector = factory.create()
+    from ingestor.langdetect_fast import VectorDetector
+
+    detector = VectorDetector(_langdetect_factory())
     detector.append(text)
     try:
         return [(lang.lang, lang.prob) for lang in detector.get_probabilities()]

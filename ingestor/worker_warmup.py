@@ -1,5 +1,5 @@
 """Imported once by the worker pool's fork server: every worker forked from it starts with
-trafilatura, datasketch and the language profiles already loaded, instead of spending
+trafilatura, numpy and the language profiles already loaded, instead of spending
 about a second of CPU on each of them per worker (and again after every replacement)."""
 
 import trafilatura  # noqa: F401

@@ -119,3 +119,17 @@ def test_lsh_shape_matches_datasketch_rule():
             assert lsh_params(num_perm, threshold) == tuple(
                 _optimal_param(threshold, num_perm, 0.5, 0.5)
             ), (num_perm, threshold)
+
+
+def test_minhash_values_equal_datasketch_affine32():
+    from datasketch import MinHash
+
+    from ingestor.fingerprint import minhash_values, normalized_words, shingles
+
+    texts = [" ".join(LOREM_EN), "Le gouvernement a annoncé mardi de nouvelles mesures " * 5]
+    for text in texts:
+        grams = shingles(normalized_words(text))
+        for num_perm in (16, 128, 256):
+            reference = MinHash(num_perm=num_perm, seed=1, scheme="affine32")
+            reference.update_batch(list(grams))
+            assert minhash_values(grams, num_perm).tolist() == reference.hashvalues.tolist()

@@ -191,3 +191,39 @@ def test_short_chinese_is_not_read_as_korean():
     for text in ("北京是中国的首都。", "今天天气很好", "中国经济"):
         assert detect_language("", text).language == "zh", text
     assert detect_language("", "東京は日本の首都です。").language == "ja"
+
+
+def _stock_langdetect(text: str) -> list[tuple[str, float]]:
+    from langdetect.detector import Detector
+
+    from ingestor.language import _langdetect_factory
+
+    detector = Detector(_langdetect_factory())
+    detector.append(text)
+    return [(lang.lang, lang.prob) for lang in detector.get_probabilities()]
+
+
+def _vector_langdetect(text: str) -> list[tuple[str, float]]:
+    from ingestor.langdetect_fast import VectorDetector
+    from ingestor.language import _langdetect_factory
+
+    detector = VectorDetector(_langdetect_factory())
+    detector.append(text)
+    return [(lang.lang, lang.prob) for lang in detector.get_probabilities()]
+
+
+def test_vectorized_langdetect_gives_langdetects_exact_probabilities():
+    seed = unicodedata.normalize("NFC", SEED_TEXT)
+    texts = [
+        *SAMPLES.values(),
+        *(seed[start : start + 1000] for start in range(0, len(seed), 700)),
+        " ".join(LOREM_EN)[:1000],
+        "Merci beaucoup!",
+        "NASA and the ESA said: GO FOR LAUNCH at 10:00 UTC",
+        "Ok",
+        "Tiếng Việt có dấu: Chính phủ công bố biện pháp mới",
+        "Şehirde yeni bir köprü açıldı; Țară și școală",
+        SAMPLES["en"] + " " + SAMPLES["ja"] + " " + SAMPLES["ru"],
+    ]
+    for text in texts:
+        assert _vector_langdetect(text) == _stock_langdetect(text), text[:60]
