@@ -40,7 +40,6 @@ from urllib.parse import urldefrag
 from ingestor import schedule
 from ingestor.assemble import build_record
 from ingestor.config import Config, FeedConfig
-from ingestor.decoding import decode_document
 from ingestor.dedup import (
     NOT_DUPLICATE,
     DuplicateVerdict,
@@ -449,7 +448,8 @@ class Pipeline:
             url, _fragment = urldefrag(page.final_url if page else (link or feed.url))
             job = ArticleJob(
                 url=url,
-                html=_decode(page) if page else None,
+                page=page.body if page else None,
+                charset=page.charset if page else None,
                 title=entry.title,
                 feed_content=entry.content,
                 language_hints=(task.feed_language,),
@@ -472,7 +472,7 @@ class Pipeline:
                     exc,
                 )
                 self.metrics.inc("article_errors", "extraction")
-                job = replace(job, html=None)
+                job = replace(job, page=None)
                 analysis = await self.pool.run(analyze_article, job)
             self.metrics.observe("analyze_roundtrip", time.perf_counter() - started)
             for stage, seconds in analysis.timings.items():
@@ -656,11 +656,6 @@ class Pipeline:
             entry.updated.timestamp() if entry.updated else None,
         )
         return False
-
-
-def _decode(page: FetchResult) -> str:
-    text, _charset = decode_document(page.body, page.charset)
-    return text
 
 
 def _with_meta(state: FeedState, meta: FeedMeta) -> FeedState:

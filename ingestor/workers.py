@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pebble
 
+from ingestor.decoding import decode_document
 from ingestor.errors import IngestorError
 from ingestor.extract import Body, PageMetadata, choose_body, extract_page
 from ingestor.feeds import ParsedFeed, parse_feed
@@ -40,9 +41,11 @@ class WorkerError(IngestorError):
 @dataclass(frozen=True)
 class ArticleJob:
     url: str
-    html: str | None
+    # The page as fetched: decoding it here keeps that CPU off the event loop's process.
+    page: bytes | None
     title: str
     feed_content: str | None
+    charset: str | None = None  # from the Content-Type header, if any
     language_hints: tuple[str | None, ...] = ()
     use_json_ld: bool = True
     fast: bool = False
@@ -66,9 +69,10 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     """Everything CPU-heavy about one article, in one round trip to a worker."""
     started = time.perf_counter()
     cpu_started = time.process_time()
-    if job.html:
+    html = decode_document(job.page, job.charset)[0] if job.page else ""
+    if html:
         page_text, json_ld_text, meta = extract_page(
-            job.html, job.url, job.fast, job.extensive_date_search
+            html, job.url, job.fast, job.extensive_date_search
         )
     else:
         page_text, json_ld_text, meta = "", None, PageMetadata()

@@ -91,9 +91,9 @@ def test_feed_content_used_when_page_yields_less_or_nothing():
 def test_analyze_article_in_the_worker_pool(worker_pool):
     import asyncio
 
-    html = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_text("utf-8")
+    page = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_bytes()
     job = ArticleJob(
-        url="http://127.0.0.1/a.html", html=html, title="Irak/Syrie", feed_content=None
+        url="http://127.0.0.1/a.html", page=page, title="Irak/Syrie", feed_content=None
     )
     analysis = asyncio.run(worker_pool.run(analyze_article, job))
     assert analysis.body.method == "trafilatura"
@@ -120,7 +120,7 @@ async def test_a_hung_or_crashed_worker_fails_alone_and_is_replaced(worker_pool)
     with pytest.raises(WorkerError, match="died"):
         await worker_pool.run(_crash)
     job = ArticleJob(
-        url="http://e.com/", html=article_html("T", LOREM_EN), title="T", feed_content=None
+        url="http://e.com/", page=article_html("T", LOREM_EN).encode(), title="T", feed_content=None
     )
     analysis = await worker_pool.run(analyze_article, job)
     assert analysis.body.text.startswith("The city council")
