@@ -445,3 +445,41 @@ async def test_retry_after_on_an_article_defers_it_to_the_next_poll(tmp_path, se
     summary, _ = await run_pass(config, worker_pool)
     assert summary.written == 1 and hits["page"] == 2
     assert read_records(config.output.dir)[0]["extraction_method"] == "trafilatura"
+
+
+async def test_a_burst_of_entries_keeps_page_fetches_bounded(tmp_path, serve, worker_pool):
+    """Backpressure: a feed with hundreds of new entries never has more article pages in
+    flight than article_concurrency, whatever the per-host connection limit allows."""
+    site = Site()
+    in_flight = peak = 0
+
+    async def page(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            n = int(request.match_info["n"])
+            return web.Response(text=article_html(f"Burst {n}", story(n)), content_type="text/html")
+        finally:
+            in_flight -= 1
+
+    app = web.Application()
+    app.router.add_get("/burst/{n}.html", page)
+    app.router.add_get("/{path:.*}", site.handle)
+    site.base = await serve(app)
+    entries = 300
+    site.items = [
+        {"title": f"Burst {n}", "link": f"BASE/burst/{n}.html", "guid": f"b{n}"}
+        for n in range(entries)
+    ]
+    defaults = make_config(tmp_path, [])
+    config = make_config(
+        tmp_path,
+        [f"{site.base}/feed.xml"],
+        http=replace(defaults.http, per_host_connections=64, max_connections=64),
+        pipeline=replace(defaults.pipeline, article_concurrency=3, queue_size=4),
+    )
+    summary, _ = await run_pass(config, worker_pool)
+    assert summary.written == entries and summary.failed == 0
+    assert 1 <= peak <= 3
