@@ -1,4 +1,4 @@
-"""langdetect's own algorithm and profiles, with the same results in about 60% of the CPU.
+"""langdetect's own algorithm and profiles, with the same results in about 55% of the CPU.
 
 langdetect spends its time in three pure-Python loops: classifying every character of the
 sample (`NGram.add_char`), multiplying 55 language probabilities one by one for every sampled
@@ -20,7 +20,8 @@ from langdetect.utils.ngram import NGram
 
 
 class VectorDetector(Detector):  # type: ignore[misc]
-    # Per process: n-gram -> its 55 probabilities as an array, filled as n-grams are met.
+    # Per process: n-gram -> its 55 probabilities as an array, filled as n-grams are met
+    # (bounded by the profiles' 87,598 n-grams, about 50 MB if a worker met every one).
     _arrays: ClassVar[dict[str, np.ndarray]] = {}
     _normalized_chars: ClassVar[dict[str, str]] = {}
 
@@ -30,9 +31,11 @@ class VectorDetector(Detector):  # type: ignore[misc]
         return np.full(len(self.langlist), 1.0 / len(self.langlist), dtype=np.float64)
 
     def _update_lang_prob(self, prob: np.ndarray, word: str | None, alpha: float) -> bool:
-        array = self._arrays.get(word) if word is not None else None
+        if word is None:
+            return False
+        array = self._arrays.get(word)
         if array is None:
-            probabilities = self.word_lang_prob_map.get(word) if word is not None else None
+            probabilities = self.word_lang_prob_map.get(word)
             if probabilities is None:
                 return False
             array = self._arrays[word] = np.array(probabilities, dtype=np.float64)
