@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "Per-feed status from the state store.")
     status.add_argument("--config", required=True, type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--hosts",
+        action="store_true",
+        help="the article frontier per host instead of the feeds (with --json too)",
+    )
     return parser
 
 
@@ -156,10 +161,11 @@ async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     from ingestor.metrics import Metrics
     from ingestor.runtime import open_pipeline
 
-    progress = _Progress() if sys.stderr.isatty() else _log_progress
+    progress = _Progress() if sys.stderr.isatty() else _LogProgress()
     metrics = Metrics()
     async with open_pipeline(config, metrics) as pipeline:
         summary = await pipeline.run_once(config.feeds, progress)
+        await metrics.collect()
         # A cron-driven deployment never runs the daemon's hourly clean-up: do it here.
         await pipeline.store.prune(
             time.time(), config.state.seen_entry_max_age, config.dedup.window
@@ -171,28 +177,45 @@ async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     return summary
 
 
-def _log_progress(summary: PassSummary, total: int) -> None:
-    # Not a terminal: a plain log line now and then instead of a bar.
-    if summary.feeds == total or summary.feeds % max(total // 10, 1) == 0:
-        log.info(
-            "progress: feeds %d/%d, articles written %d, failed feeds %d",
-            summary.feeds,
-            total,
-            summary.written,
-            summary.failed,
-        )
+class _LogProgress:
+    """Not a terminal: a plain log line now and then instead of a bar."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, summary: PassSummary) -> None:
+        now = time.monotonic()
+        if now - self.last >= 10.0:
+            self.last = now
+            log.info(
+                "progress: feeds %d/%d, articles queued %d, written %d, retrying %d",
+                summary.feeds,
+                summary.total_feeds,
+                summary.queued,
+                summary.written,
+                summary.retries,
+            )
 
 
 class _Progress:
-    """A one-line progress bar on a terminal."""
+    """A one-line progress bar on a terminal: feeds polled, articles queued, written and
+    waiting for a retry."""
 
-    def __call__(self, summary: PassSummary, total: int) -> None:
-        width = 30
-        filled = int(width * summary.feeds / max(total, 1))
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, summary: PassSummary) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and summary.feeds < summary.total_feeds:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * summary.feeds / max(summary.total_feeds, 1))
         bar = "#" * filled + "-" * (width - filled)
         sys.stderr.write(
-            f"\r[{bar}] feeds {summary.feeds}/{total}  "
-            f"articles {summary.written}  errors {summary.failed}"
+            f"\r[{bar}] feeds {summary.feeds}/{summary.total_feeds}  "
+            f"queued {summary.queued}  written {summary.written}  "
+            f"waiting {summary.retries}  feed errors {summary.failed}"
         )
         sys.stderr.flush()
 
@@ -207,6 +230,15 @@ def _print_summary(summary: PassSummary, output_dir: Path) -> None:
     )
     print(f"articles written: {summary.written}")
     print(f"duplicates: {summary.duplicates}")
+    if summary.retries or summary.fallbacks:
+        print(
+            f"article retries: {summary.retries}; records from the feed's text after "
+            f"a failed page: {summary.fallbacks}"
+        )
+    if summary.left:
+        print(f"still queued for the next run: {summary.left}")
+        for line in summary.left_why[:20]:
+            print(f"  {line}")
     print(f"errors: {len(summary.errors)}")
     for error in summary.errors:
         print(f"  {error}")
@@ -275,9 +307,15 @@ def _indent(text: str) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ingestor.status import collect_status, render_json, render_table
+    from ingestor.status import collect_status, render_hosts, render_json, render_table
 
     config = load_config(args.config)
-    rows = asyncio.run(collect_status(config))
-    print(render_json(rows) if args.json else render_table(rows))
+    feeds, hosts = asyncio.run(collect_status(config))
+    if args.json:
+        print(render_json(hosts if args.hosts else feeds))
+    elif args.hosts:
+        print(render_hosts(hosts))
+    else:
+        print(render_table(feeds))
+        print(render_hosts(hosts))
     return EXIT_OK

@@ -117,8 +117,11 @@ class MetricsConfig:
 class PipelineConfig:
     max_concurrent_feeds: int = 32
     article_concurrency: int = 16
-    queue_size: int = 64
+    queue_size: int = 64  # at most this many frontier items claimed in one round
     shutdown_grace: float = 10.0
+    max_article_attempts: int = 5
+    article_retry_delay: float = 60.0  # the first retry's wait; each next one is 4x longer
+    once_max_wait: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,9 @@ _SECTIONS: dict[str, tuple[type, _Spec]] = {
             "article_concurrency": _int(1, 10000),
             "queue_size": _int(1, 1_000_000),
             "shutdown_grace": parse_duration,
+            "max_article_attempts": _int(1, 100),
+            "article_retry_delay": parse_duration,
+            "once_max_wait": parse_duration,
         },
     ),
 }

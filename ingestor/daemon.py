@@ -21,7 +21,7 @@ from ingestor import schedule
 from ingestor.config import Config, FeedConfig, load_config
 from ingestor.errors import ConfigError
 from ingestor.metrics import Metrics, MetricsServer
-from ingestor.pipeline import Pipeline, PollOutcome
+from ingestor.pipeline import Pipeline, PollOutcome, PollStatus
 from ingestor.runtime import open_pipeline
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class Daemon:
         self._stopping.set()
 
     async def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.pipeline.shutdown_grace
         tasks = list(self._running.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=self.config.pipeline.shutdown_grace)
@@ -156,6 +157,9 @@ class Daemon:
                     "abandoned %d feed poll(s) at shutdown; they are redone next start",
                     len(pending),
                 )
+        if self.pipeline is not None:
+            # Articles in flight share what is left of the grace; the rest stay queued.
+            await self.pipeline.stop(max(deadline - time.monotonic(), 0.0))
 
     async def _tick(self) -> None:
         # A coroutine on purpose: APScheduler runs plain functions in a thread pool, but
@@ -179,19 +183,12 @@ class Daemon:
         assert self.pipeline is not None
         try:
             outcome = await self.pipeline.poll_feed(feed)
-            if outcome.written or outcome.status == "failed":
-                log.info(
-                    "feed %s: %s, %d new, %d written, %d duplicates",
-                    feed.url,
-                    outcome.status,
-                    outcome.new_entries,
-                    outcome.written,
-                    outcome.duplicates,
-                )
+            if outcome.new_entries:
+                log.info("feed %s: %d new entries queued", feed.url, outcome.new_entries)
             return outcome
         except Exception:
             log.exception("feed %s: unexpected error while polling", feed.url)
-            return PollOutcome(feed.feed_id, "failed")
+            return PollOutcome(feed.feed_id, PollStatus.FAILED)
         finally:
             self._running.pop(feed.feed_id, None)
             if feed.feed_id in self.feeds and self.feeds[feed.feed_id] is feed:
@@ -236,6 +233,8 @@ class Daemon:
         removed = [f for f in old_feeds if f not in new_feeds]
         changed = [f for f in new_feeds if f in old_feeds and new_feeds[f] != old_feeds[f]]
         self.feeds = new_feeds
+        if self.pipeline is not None:
+            self.pipeline.set_feeds(new.feeds)
         for feed_id in removed:
             self.due.discard(feed_id)
         for feed_id in added:

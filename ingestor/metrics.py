@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -32,7 +32,13 @@ class Metrics:
         self.counters: dict[tuple[str, str], float] = defaultdict(float)
         self.stages: dict[str, Histogram] = defaultdict(Histogram)
         self.gauges: dict[str, Callable[[], float]] = {}
+        # Refreshed before each exposition: gauges that need a state-store query.
+        self.collectors: list[Callable[[], Awaitable[None]]] = []
         self.started = time.time()
+
+    async def collect(self) -> None:
+        for collector in self.collectors:
+            await collector()
 
     def inc(self, name: str, label: str = "", amount: float = 1.0) -> None:
         self.counters[(name, label)] += amount
@@ -113,4 +119,5 @@ class MetricsServer:
         return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        await self.metrics.collect()
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")

@@ -1,43 +1,44 @@
 """The orchestrator: calls the fetcher, the worker pool, the state store and the sink in
-order. Decisions live in pure modules (dedup, schedule, assemble); this only does.
+order. Decisions live in pure modules (frontier, dedup, schedule, assemble); this only does.
 
-poll_feed(feed):
+poll_feed(feed):                                            # feed pollers
     skip if disabled (410) or the server asked us to wait
     response = fetch feed with stored validators           # 304: done, nothing parsed
     if body hash == last body hash: done                    # unchanged: nothing parsed
     parsed = parse in a worker process
-    new = entries whose key this feed never produced
-    for each new entry: put an ArticleTask on the bounded queue (backpressure)
-    wait for those tasks; only if all finished, store the new validators and body hash,
-    so entries cut short by a crash or a full disk are found again next time
-    store feed metadata, error count and next due time
+    items = frontier.plan_items(entries this feed never produced, or updated ones)
+    store.commit_poll(feed state + validators + items)      # one transaction
+    dispatcher.add(items' hosts)                            # articles never block a poll
 
-process(task):                                             # article consumers
-    canonical = canonical URL of the entry link; known and done -> entry seen, stop
+process_item(item):                                         # called by the dispatcher
+    canonical URL already written -> entry seen, done
     page = fetch article (robots, SSRF guard, caps) unless fetch_articles is false
+        transient failure -> store.reschedule_article (frontier.after_failure decides when)
+        permanent failure -> carry on with the feed's own text
     analysis = extract + language + fingerprint in a worker process
     canonical = page's rel=canonical on the same site, else the final URL
     under the dedup lock:
+        prep = store.prepare_article (reserve the location, dedup candidates)
         verdict = exact body hash, else MinHash LSH candidates confirmed by similarity
-        near duplicate and mode drop -> entry seen, stop
-        location = reserve (an earlier reservation wins: redo rewrites the same file)
-        write the record atomically, then commit it (record done, fingerprint, entry seen)
+        near duplicate and mode drop -> entry seen, done
+        write the record atomically, then store.commit_article (record, entry, frontier)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from urllib.parse import urldefrag
 
-from ingestor import schedule
+from ingestor import frontier, schedule
 from ingestor.assemble import build_record
 from ingestor.config import Config, FeedConfig
 from ingestor.dedup import (
@@ -48,6 +49,7 @@ from ingestor.dedup import (
     new_entries,
     updated_entries,
 )
+from ingestor.dispatcher import ArticleDispatcher
 from ingestor.errors import (
     FetchError,
     GoneError,
@@ -57,12 +59,20 @@ from ingestor.errors import (
     RateLimitedError,
     SinkError,
 )
-from ingestor.feeds import FeedEntry, FeedMeta, ParsedFeed
+from ingestor.feeds import FeedMeta, ParsedFeed
 from ingestor.fetcher import Fetcher, FetchResult
 from ingestor.fingerprint import scheme_id
+from ingestor.frontier import FrontierItem, NewItem
 from ingestor.metrics import Metrics
 from ingestor.sink import OutputSink
-from ingestor.state import CommitItem, FeedState, StateStore
+from ingestor.state import (
+    ArticleCommit,
+    CommitItem,
+    FeedState,
+    HostWait,
+    PollCommit,
+    StateStore,
+)
 from ingestor.urls import TrackingParams, canonicalize_url, host_key, record_id, same_site
 from ingestor.workers import (
     ArticleAnalysis,
@@ -76,57 +86,74 @@ from ingestor.workers import (
 log = logging.getLogger(__name__)
 
 
-class Deferred(IngestorError):
-    """An article could not be finished now (host backoff, sink failure): retry later."""
+class Article(enum.Enum):
+    """What became of one frontier item."""
+
+    WRITTEN = "written"
+    WRITTEN_DUPLICATE = "written_duplicate"  # written, marked as a near/exact duplicate
+    DUPLICATE = "duplicate"  # its URL was written already
+    DROPPED = "dropped"  # a near duplicate, dedup.near_duplicates: drop
+    SKIPPED = "skipped"  # under min_text_length
+    UNCHANGED = "unchanged"  # an update whose body changed too little to re-emit
+    RETRY = "retry"  # back in the frontier for later
 
 
-@dataclass
-class ArticleTask:
-    feed: FeedConfig
-    entry: FeedEntry
-    feed_title: str | None
-    feed_language: str | None
-    # "written" | "written_duplicate" (marked) | "duplicate" | "dropped" | "skipped"
-    # | "unchanged" (an update that changed too little to re-emit)
-    done: asyncio.Future[str]
-    is_update: bool = False  # a known entry whose `updated` time moved (dedup.updates)
+class PollStatus(enum.Enum):
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DISABLED = "disabled"
 
 
 @dataclass
 class PollOutcome:
     feed_id: str
-    status: str  # ok | not_modified | unchanged | failed | skipped | disabled
+    status: PollStatus
     new_entries: int = 0
-    written: int = 0
-    duplicates: int = 0
     error: str | None = None
 
 
 @dataclass
 class PassSummary:
     feeds: int = 0
+    total_feeds: int = 0
     polled: int = 0
     not_modified: int = 0
     failed: int = 0
     skipped: int = 0
+    queued: int = 0  # new entries put into the frontier
     written: int = 0
     duplicates: int = 0
+    retries: int = 0
+    fallbacks: int = 0  # records from the feed's text because the page could not be had
     errors: list[str] = field(default_factory=list)
+    left: int = 0  # items still in the frontier at the end of a pass
+    left_why: list[str] = field(default_factory=list)
 
     def add(self, outcome: PollOutcome) -> None:
         self.feeds += 1
-        if outcome.status in ("skipped", "disabled"):
+        if outcome.status in (PollStatus.SKIPPED, PollStatus.DISABLED):
             self.skipped += 1
         else:
             self.polled += 1
-        if outcome.status in ("not_modified", "unchanged"):
+        if outcome.status in (PollStatus.NOT_MODIFIED, PollStatus.UNCHANGED):
             self.not_modified += 1
-        if outcome.status == "failed":
+        if outcome.status is PollStatus.FAILED:
             self.failed += 1
             if outcome.error:
                 self.errors.append(outcome.error)
-        self.written += outcome.written
-        self.duplicates += outcome.duplicates
+        self.queued += outcome.new_entries
+
+    def count(self, result: Article) -> None:
+        self.written += result in (Article.WRITTEN, Article.WRITTEN_DUPLICATE)
+        self.duplicates += result in (
+            Article.WRITTEN_DUPLICATE,
+            Article.DUPLICATE,
+            Article.DROPPED,
+        )
+        self.retries += result is Article.RETRY
 
 
 def _feed_fingerprint(feed: FeedConfig) -> str:
@@ -153,54 +180,65 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.rng = rng or random.Random()
         self.states: dict[str, FeedState] = {}
+        self.feeds: dict[str, FeedConfig] = {f.feed_id: f for f in config.feeds}
         self.tracking = TrackingParams(config.dedup.tracking_params)
         self.scheme = scheme_id(config.dedup.num_perm, config.dedup.threshold)
-        self.queue: asyncio.Queue[ArticleTask] = asyncio.Queue(config.pipeline.queue_size)
-        self._consumers: list[asyncio.Task[None]] = []
+        self.summary = PassSummary()
+        self.progress: Callable[[PassSummary], None] | None = None
+        self.dispatcher = ArticleDispatcher(
+            store,
+            fetcher.limiter,
+            self.process_item,
+            concurrency=config.pipeline.article_concurrency,
+            per_host=config.http.per_host_connections,
+            batch=config.pipeline.queue_size,
+        )
         self._inflight: dict[str, asyncio.Event] = {}
         self._dedup_lock = asyncio.Lock()
         self._feed_locks: dict[str, asyncio.Lock] = {}
-        self.metrics.gauges["article_queue_depth"] = lambda: float(self.queue.qsize())
-        self.metrics.gauges["articles_in_flight"] = lambda: float(len(self._inflight))
+        self.metrics.gauges["articles_in_flight"] = lambda: float(self.dispatcher.in_flight)
+        self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
+            self.dispatcher.hosts_waiting(time.time())
+        )
+        self.metrics.collectors.append(self._collect_frontier)
 
     # --- lifecycle ---
 
     async def start(self) -> None:
         self.states = await self.store.load_feeds()
-        for _ in range(self.config.pipeline.article_concurrency):
-            self._consumers.append(asyncio.create_task(self._consume()))
+        await self.dispatcher.start()
 
-    async def stop(self) -> None:
-        for task in self._consumers:
-            task.cancel()
-        for task in self._consumers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._consumers.clear()
-        # Tasks still queued were never started: their feeds keep old validators and
-        # find those entries again next time.
-        while not self.queue.empty():
-            task = self.queue.get_nowait()
-            if not task.done.done():
-                task.done.set_exception(Deferred("shutting down"))
-                task.done.exception()
+    async def stop(self, grace: float = 0.0) -> None:
+        """In-flight articles get `grace` seconds; what is cut short stays queued."""
+        await self.dispatcher.stop(grace)
+
+    def set_feeds(self, feeds: Iterable[FeedConfig]) -> None:
+        self.feeds = {f.feed_id: f for f in feeds}
 
     def state_of(self, feed: FeedConfig) -> FeedState:
         return self.states.get(feed.feed_id) or FeedState(feed_id=feed.feed_id)
 
-    async def _save(self, state: FeedState) -> None:
-        self.states[state.feed_id] = state
-        await self.store.save_feed(state)
+    async def _collect_frontier(self) -> None:
+        summary = await self.store.frontier_summary(time.time())
+        oldest = summary.oldest_enqueued_at
+        self.metrics.gauges["frontier_size"] = lambda: float(summary.size)
+        self.metrics.gauges["frontier_oldest_age_seconds"] = lambda: (
+            max(time.time() - oldest, 0.0) if oldest is not None else 0.0
+        )
 
     # --- one pass (run --once, demo) ---
 
     async def run_once(
         self,
         feeds: Iterable[FeedConfig],
-        progress: Callable[[PassSummary, int], None] | None = None,
+        progress: Callable[[PassSummary], None] | None = None,
     ) -> PassSummary:
-        summary = PassSummary()
+        """Poll every enabled feed now, then work the frontier until nothing is due within
+        pipeline.once_max_wait; what waits longer stays queued for the next run."""
+        summary = self.summary = PassSummary()
+        self.progress = progress
         feeds = [f for f in feeds if f.enabled]
+        summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
 
         async def one(feed: FeedConfig) -> PollOutcome:
@@ -208,18 +246,28 @@ class Pipeline:
                 return await self.poll_feed(feed, force=True)
 
         for finished in asyncio.as_completed([one(f) for f in feeds]):
-            outcome = await finished
-            summary.add(outcome)
-            if progress is not None:
-                progress(summary, len(feeds))
+            summary.add(await finished)
+            self._report()
+        await self.dispatcher.wait_settled(self.config.pipeline.once_max_wait)
+        now = time.time()
+        left = await self.store.frontier_summary(now)
+        summary.left = left.size
+        summary.left_why = frontier.describe_waiting(
+            [(r.key, r.queued, r.ready_at, r.last_error) for r in left.hosts], now
+        )
+        self.progress = None
         return summary
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.summary)
 
     # --- polling a feed ---
 
     async def poll_feed(self, feed: FeedConfig, force: bool = False) -> PollOutcome:
         lock = self._feed_locks.setdefault(feed.feed_id, asyncio.Lock())
         if lock.locked():
-            return PollOutcome(feed.feed_id, "skipped")
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
         async with lock:
             try:
                 return await self._poll_feed(feed, force)
@@ -232,7 +280,7 @@ class Pipeline:
         fingerprint = _feed_fingerprint(feed)
         if state.disabled_reason:
             if state.disabled_config == fingerprint:
-                return PollOutcome(feed.feed_id, "disabled", error=state.disabled_reason)
+                return PollOutcome(feed.feed_id, PollStatus.DISABLED, error=state.disabled_reason)
             log.info(
                 "feed %s: configuration changed, re-enabling (was: %s)",
                 feed.url,
@@ -242,7 +290,7 @@ class Pipeline:
         waiting = schedule.blocked_until(state, now) if force else 0.0
         host_wait = self.fetcher.limiter.not_before(host_key(state.url))
         if waiting > now or host_wait > now:
-            return PollOutcome(feed.feed_id, "skipped")
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
         self.metrics.inc("feeds_polled")
         started = time.perf_counter()
         try:
@@ -256,13 +304,15 @@ class Pipeline:
         if response.not_modified:
             self.metrics.inc("feeds_not_modified")
             return await self._feed_succeeded(
-                feed, state, PollOutcome(feed.feed_id, "not_modified")
+                feed, state, PollOutcome(feed.feed_id, PollStatus.NOT_MODIFIED)
             )
         body_hash = hashlib.sha256(response.body).hexdigest()
+        state = replace(state, etag=response.etag, last_modified=response.last_modified)
         if body_hash == state.body_hash:
             self.metrics.inc("feeds_unchanged")
-            state = replace(state, etag=response.etag, last_modified=response.last_modified)
-            return await self._feed_succeeded(feed, state, PollOutcome(feed.feed_id, "unchanged"))
+            return await self._feed_succeeded(
+                feed, state, PollOutcome(feed.feed_id, PollStatus.UNCHANGED)
+            )
         started = time.perf_counter()
         try:
             parsed, parse_seconds = await self.pool.run(
@@ -279,11 +329,7 @@ class Pipeline:
         if parsed.warning:
             log.info("feed %s: %s", feed.url, parsed.warning)
         state = _with_meta(state, parsed.meta)
-        outcome = await self._ingest_entries(feed, state, parsed)
-        if outcome.status == "ok":
-            state = replace(
-                state, etag=response.etag, last_modified=response.last_modified, body_hash=body_hash
-            )
+        items = await self._new_items(feed, state, parsed, now)
         times = [
             e.timestamp()
             for e in (x.published or x.updated for x in parsed.entries)
@@ -291,10 +337,29 @@ class Pipeline:
         ]
         state = replace(
             state,
+            body_hash=body_hash,
             recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
-            items=state.items + outcome.written,
+            items=state.items + sum(not i.is_update for i in items),
         )
-        return await self._feed_succeeded(feed, state, outcome)
+        outcome = PollOutcome(feed.feed_id, PollStatus.OK, new_entries=len(items))
+        return await self._feed_succeeded(feed, state, outcome, items)
+
+    async def _new_items(
+        self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float
+    ) -> list[NewItem]:
+        keys = [e.key for e in parsed.entries]
+        known = await self.store.entry_updated_times(feed.feed_id, keys)
+        fresh = new_entries(parsed.entries, set(keys) - set(known))
+        changed = updated_entries(parsed.entries, known) if self.config.dedup.updates else []
+        return frontier.plan_items(
+            feed.feed_id,
+            [(e, False) for e in fresh] + [(e, True) for e in changed],
+            fetch_articles=feed.fetch_articles,
+            feed_title=state.title,
+            feed_language=state.language,
+            tracking=self.tracking,
+            now=now,
+        )
 
     def _note_redirect(
         self, feed: FeedConfig, state: FeedState, response: FetchResult
@@ -309,54 +374,30 @@ class Pipeline:
             return replace(state, effective_url=response.permanent_url)
         return state
 
-    async def _ingest_entries(
-        self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed
-    ) -> PollOutcome:
-        outcome = PollOutcome(feed.feed_id, "ok")
-        keys = [e.key for e in parsed.entries]
-        known = await self.store.entry_updated_times(feed.feed_id, keys)
-        fresh = new_entries(parsed.entries, set(keys) - set(known))
-        changed = updated_entries(parsed.entries, known) if self.config.dedup.updates else []
-        outcome.new_entries = len(fresh)
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[str]] = []
-        for entry, is_update in [(e, False) for e in fresh] + [(e, True) for e in changed]:
-            done: asyncio.Future[str] = loop.create_future()
-            await self.queue.put(
-                ArticleTask(feed, entry, state.title, state.language, done, is_update)
-            )
-            futures.append(done)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        deferred = 0
-        for result in results:
-            if isinstance(result, BaseException):
-                deferred += 1
-            else:
-                outcome.written += result in ("written", "written_duplicate")
-                outcome.duplicates += result in ("written_duplicate", "duplicate", "dropped")
-        if deferred:
-            first = next(r for r in results if isinstance(r, BaseException))
-            log.warning(
-                "feed %s: %d new entr%s deferred to the next poll: %s",
-                feed.url,
-                deferred,
-                "y" if deferred == 1 else "ies",
-                first,
-            )
-            outcome.status = "partial"
-        return outcome
+    async def _commit_poll(
+        self,
+        state: FeedState,
+        items: Sequence[NewItem] = (),
+        host_wait: HostWait | None = None,
+    ) -> None:
+        self.states[state.feed_id] = state
+        await self.store.commit_poll(PollCommit(state, items, host_wait))
+        if items:
+            self.dispatcher.add(frontier.earliest_by_host(items))
 
     async def _feed_succeeded(
-        self, feed: FeedConfig, state: FeedState, outcome: PollOutcome
+        self,
+        feed: FeedConfig,
+        state: FeedState,
+        outcome: PollOutcome,
+        items: Sequence[NewItem] = (),
     ) -> PollOutcome:
         now = time.time()
         state = replace(state, error_count=0, last_error=None, last_success_at=now)
         state = replace(
             state, next_due=schedule.next_due(feed, state, self.config.schedule, now, self.rng)
         )
-        await self._save(state)
-        if outcome.status == "partial":
-            outcome.status = "ok"
+        await self._commit_poll(state, items)
         return outcome
 
     async def _feed_failed(
@@ -387,102 +428,78 @@ class Pipeline:
             where = getattr(exc, "url", feed.url)
             detail = reason if where == feed.url else f"{where}: {reason}"
             log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
+        host_wait = None
         if isinstance(exc, RateLimitedError | HostBackoffError):
             state = replace(state, not_before=exc.not_before)
+            if isinstance(exc, RateLimitedError):
+                host_wait = HostWait(host_key(exc.url), exc.not_before, exc.reason)
         state = replace(
             state,
             next_due=schedule.next_due(
                 feed, state, self.config.schedule, now, self.rng, failed=True
             ),
         )
-        await self._save(state)
+        await self._commit_poll(state, host_wait=host_wait)
         return PollOutcome(
             feed.feed_id,
-            "failed",
+            PollStatus.FAILED,
             error=f"{feed.url}: {message}" if not message.startswith(feed.url) else message,
         )
 
     # --- articles ---
 
-    async def _consume(self) -> None:
-        while True:
-            task = await self.queue.get()
-            try:
-                result = await self._process(task)
-            except asyncio.CancelledError:
-                if not task.done.done():
-                    task.done.set_exception(Deferred("shutting down"))
-                    task.done.exception()
-                raise
-            except Exception as exc:
-                if not isinstance(exc, IngestorError):
-                    log.exception(
-                        "feed %s: unexpected error on entry %s", task.feed.url, task.entry.link
-                    )
-                    self.metrics.inc("article_errors", "internal")
-                if not task.done.done():
-                    task.done.set_exception(exc)
-                    task.done.exception()
-            else:
-                if not task.done.done():
-                    task.done.set_result(result)
-            finally:
-                self.queue.task_done()
+    def _feed_config(self, feed_id: str) -> FeedConfig:
+        # A feed removed from the configuration still has its queued entries finished:
+        # they were found while it was configured, and nothing found is dropped silently.
+        return self.feeds.get(feed_id) or FeedConfig(url=feed_id)
 
-    async def _process(self, task: ArticleTask) -> str:
-        entry, feed = task.entry, task.feed
-        link = entry.link
-        canonical = (
-            canonicalize_url(link, self.tracking)
-            if link
-            else f"{feed.url}#entry-{hashlib.sha256(entry.key.encode()).hexdigest()}"
-        )
-        # An update re-processes a known article on purpose: the URL-level check is skipped.
-        check_known = not task.is_update
-        if check_known and await self._already_done(feed, entry, canonical):
-            return "duplicate"
-        async with self._claim(canonical) as claimed:
-            if check_known and not claimed and await self._already_done(feed, entry, canonical):
-                return "duplicate"
-            page = await self._fetch_page(feed, entry) if link and feed.fetch_articles else None
-            url, _fragment = urldefrag(page.final_url if page else (link or feed.url))
-            job = ArticleJob(
-                url=url,
-                page=page.body if page else None,
-                charset=page.charset if page else None,
-                title=entry.title,
-                feed_content=entry.content,
-                language_hints=(task.feed_language,),
-                use_json_ld=self.config.extraction.use_json_ld,
-                fast=self.config.extraction.fast,
-                extensive_date_search=self.config.extraction.extensive_date_search,
-                detector=self.config.language.detector,
-                max_language_chars=self.config.language.max_chars,
-                num_perm=self.config.dedup.num_perm,
-                threshold=self.config.dedup.threshold,
+    async def process_item(self, item: FrontierItem) -> float | None:
+        """Finish one frontier item; returns when it is due again if it went back."""
+        feed = self._feed_config(item.feed_id)
+        try:
+            result, due_again = await self._process(feed, item)
+        except SinkError as exc:
+            # Our own disk, not the site: retry without counting an attempt.
+            self.metrics.inc("article_errors", "sink")
+            due_again = time.time() + frontier.SINK_PAUSE
+            self.dispatcher.pause(due_again)
+            log.error(
+                "%s; the article stays queued and is retried in %.0fs", exc, frontier.SINK_PAUSE
             )
-            started = time.perf_counter()
-            try:
-                analysis = await self.pool.run(analyze_article, job)
-            except WorkerError as exc:
-                log.warning(
-                    "feed %s: extraction of %s failed: %s; using the feed's text",
-                    feed.url,
-                    url,
-                    exc,
-                )
-                self.metrics.inc("article_errors", "extraction")
-                job = replace(job, page=None)
-                analysis = await self.pool.run(analyze_article, job)
-            self.metrics.observe("analyze_roundtrip", time.perf_counter() - started)
-            for stage, seconds in analysis.timings.items():
-                self.metrics.observe(stage, seconds)
+            await self.store.reschedule_article(item.item_id, due_again, item.attempts, str(exc))
+            result = Article.RETRY
+        self.summary.count(result)
+        self._report()
+        return due_again
+
+    async def _process(self, feed: FeedConfig, item: FrontierItem) -> tuple[Article, float | None]:
+        if item.known_record is not None and not item.is_update:
+            self.metrics.inc("duplicates", "url")
+            await self._finish(item, seen=item.known_record)
+            return Article.DUPLICATE, None
+        async with self._claim(item.canonical_url) as first:
+            if not first and not item.is_update:
+                known = await self.store.record_by_canonical(item.canonical_url)
+                if known is not None and known.done:
+                    self.metrics.inc("duplicates", "url")
+                    await self._finish(item, seen=known.record_id)
+                    return Article.DUPLICATE, None
+            page: FetchResult | None = None
+            failure: str | None = None
+            entry = item.entry
+            if entry.link and feed.fetch_articles and item.host != frontier.NO_FETCH_HOST:
+                try:
+                    page = await self._fetch_page(feed, entry.link)
+                except FetchError as exc:
+                    decision = await self._after_fetch_failure(feed, item, exc)
+                    if isinstance(decision, frontier.Retry):
+                        return Article.RETRY, decision.not_before
+                    failure = decision.reason
+            analysis = await self._analyze(feed, item, page)
+            canonical = item.canonical_url
+            url, _fragment = urldefrag(page.final_url if page else (entry.link or feed.url))
             if page is not None:
-                better = self._page_canonical(page.final_url, analysis.meta.canonical_url)
-                if better != canonical:
-                    canonical = better
-                    if check_known and await self._already_done(feed, entry, canonical):
-                        return "duplicate"
+                canonical = self._page_canonical(page.final_url, analysis.meta.canonical_url)
             minimum = (
                 feed.min_text_length
                 if feed.min_text_length is not None
@@ -496,19 +513,113 @@ class Pipeline:
                     len(analysis.body.text),
                     minimum,
                 )
-                await self.store.mark_entries_seen(feed.feed_id, [entry.key], time.time())
-                return "skipped"
-            return await self._dedup_and_write(task, url, canonical, analysis)
+                await self._finish(item, failure=failure)
+                return Article.SKIPPED, None
+            written = await self._dedup_and_write(feed, item, url, canonical, analysis, failure)
+            return written, None
 
-    async def _already_done(self, feed: FeedConfig, entry: FeedEntry, canonical: str) -> bool:
-        known = await self.store.record_by_canonical(canonical)
-        if known is not None and known.done:
-            await self.store.mark_entries_seen(
-                feed.feed_id, [entry.key], time.time(), known.record_id
+    async def _after_fetch_failure(
+        self, feed: FeedConfig, item: FrontierItem, exc: FetchError
+    ) -> frontier.ArticleFailureDecision:
+        """Put the item back for later, or go on without the page (Fallback)."""
+        self.metrics.inc("article_errors", exc.kind)
+        pipeline = self.config.pipeline
+        decision = frontier.after_failure(
+            exc,
+            item.attempts,
+            max_attempts=pipeline.max_article_attempts,
+            base_delay=pipeline.article_retry_delay,
+            now=time.time(),
+            rng=self.rng,
+        )
+        if isinstance(decision, frontier.Fallback):
+            self.summary.fallbacks += 1
+            log.warning(
+                "feed %s: article %s not fetched (%s); using the feed's own text",
+                feed.url,
+                exc.url,
+                decision.reason,
             )
-            self.metrics.inc("duplicates", "url")
-            return True
-        return False
+            return decision
+        host_wait = None
+        if decision.host_not_before is not None:
+            host_wait = HostWait(item.host, decision.host_not_before, decision.error)
+            self.fetcher.limiter.defer_host(item.host, decision.host_not_before)
+        await self.store.reschedule_article(
+            item.item_id, decision.not_before, decision.attempts, decision.error, host_wait
+        )
+        if decision.attempts > item.attempts:
+            self.metrics.inc("article_retries")
+            log.info(
+                "feed %s: article %s: %s; try %d of %d in %.0fs",
+                feed.url,
+                exc.url,
+                decision.error,
+                decision.attempts + 1,
+                pipeline.max_article_attempts,
+                max(decision.not_before - time.time(), 0.0),
+            )
+        return decision
+
+    async def _analyze(
+        self, feed: FeedConfig, item: FrontierItem, page: FetchResult | None
+    ) -> ArticleAnalysis:
+        entry = item.entry
+        url, _fragment = urldefrag(page.final_url if page else (entry.link or feed.url))
+        extraction = self.config.extraction
+        job = ArticleJob(
+            url=url,
+            page=page.body if page else None,
+            charset=page.charset if page else None,
+            title=entry.title,
+            feed_content=entry.content,
+            language_hints=(item.feed_language,),
+            use_json_ld=extraction.use_json_ld,
+            fast=extraction.fast,
+            extensive_date_search=extraction.extensive_date_search,
+            detector=self.config.language.detector,
+            max_language_chars=self.config.language.max_chars,
+            num_perm=self.config.dedup.num_perm,
+            threshold=self.config.dedup.threshold,
+        )
+        started = time.perf_counter()
+        try:
+            analysis = await self.pool.run(analyze_article, job)
+        except WorkerError as exc:
+            log.warning(
+                "feed %s: extraction of %s failed: %s; using the feed's text", feed.url, url, exc
+            )
+            self.metrics.inc("article_errors", "extraction")
+            analysis = await self.pool.run(analyze_article, replace(job, page=None))
+        self.metrics.observe("analyze_roundtrip", time.perf_counter() - started)
+        for stage, seconds in analysis.timings.items():
+            self.metrics.observe(stage, seconds)
+        return analysis
+
+    async def _finish(
+        self,
+        item: FrontierItem,
+        *,
+        seen: str | None = None,
+        record: CommitItem | None = None,
+        release: str | None = None,
+        failure: str | None = None,
+    ) -> None:
+        entry = item.entry
+        await self.store.commit_article(
+            ArticleCommit(
+                item_id=item.item_id,
+                feed_id=item.feed_id,
+                entry_key=entry.key,
+                committed_at=time.time(),
+                record=record,
+                seen_record_id=seen,
+                entry_updated=entry.updated.timestamp() if entry.updated else None,
+                release_record=release,
+                failure=failure,
+                failed_url=entry.link if failure else None,
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def _claim(self, canonical: str) -> AsyncIterator[bool]:
@@ -533,8 +644,7 @@ class Pipeline:
             return canonicalize_url(rel_canonical, self.tracking)
         return canonicalize_url(final_url, self.tracking)
 
-    async def _fetch_page(self, feed: FeedConfig, entry: FeedEntry) -> FetchResult | None:
-        assert entry.link is not None
+    async def _fetch_page(self, feed: FeedConfig, link: str) -> FetchResult:
         robots = (
             feed.respect_robots_txt
             if feed.respect_robots_txt is not None
@@ -542,120 +652,96 @@ class Pipeline:
         )
         started = time.perf_counter()
         try:
-            return await self.fetcher.fetch_article(entry.link, respect_robots=robots)
-        except (HostBackoffError, RateLimitedError) as exc:
-            self.metrics.inc("article_errors", exc.kind)
-            raise Deferred(str(exc)) from None
-        except FetchError as exc:
-            self.metrics.inc("article_errors", exc.kind)
-            log.info(
-                "feed %s: article %s not fetched (%s); using the feed's own text",
-                feed.url,
-                entry.link,
-                exc.reason,
-            )
-            return None
+            return await self.fetcher.fetch_article(link, respect_robots=robots)
         finally:
             self.metrics.observe("fetch_article", time.perf_counter() - started)
 
     async def _dedup_and_write(
-        self, task: ArticleTask, url: str, canonical: str, analysis: ArticleAnalysis
-    ) -> str:
-        feed, entry = task.feed, task.entry
+        self,
+        feed: FeedConfig,
+        item: FrontierItem,
+        url: str,
+        canonical: str,
+        analysis: ArticleAnalysis,
+        failure: str | None = None,
+    ) -> Article:
         rid = record_id(canonical)
         prints = analysis.fingerprint
         dedup = self.config.dedup
         async with self._dedup_lock:
-            updated_at: datetime | None = None
-            if task.is_update:
-                if not await self._changed_enough(task, canonical, analysis):
-                    return "unchanged"
-                updated_at = datetime.now(UTC)
+            now = datetime.now(UTC)
             started = time.perf_counter()
+            bands = prints.band_keys if prints.signature is not None else ()
+            prep = await self.store.prepare_article(
+                rid,
+                canonical,
+                self.sink.location_for(rid, now),
+                now.timestamp(),
+                (prints.content_hash, self.scheme, bands, now.timestamp() - dedup.window)
+                if analysis.body.text
+                else None,
+                want_signature=item.is_update,
+            )
+            existing = prep.existing
+            updated_at: datetime | None = None
+            if existing is not None and existing.done:
+                if not item.is_update:
+                    # The page's rel=canonical named an article written already.
+                    self.metrics.inc("duplicates", "url")
+                    await self._finish(item, seen=rid)
+                    return Article.DUPLICATE
+                if existing.content_hash == prints.content_hash or not changed_substantially(
+                    prep.old_signature, prints.signature, dedup.update_threshold
+                ):
+                    await self._finish(item, seen=rid)
+                    return Article.UNCHANGED
+                updated_at = now
             verdict: DuplicateVerdict = NOT_DUPLICATE
             if analysis.body.text:
-                exact, candidates = await self.store.duplicate_candidates(
-                    prints.content_hash,
-                    self.scheme,
-                    prints.band_keys if prints.signature is not None else (),
-                    time.time() - dedup.window,
-                    rid,
+                verdict = judge_duplicate(
+                    prep.exact, prints.signature, prep.candidates, dedup.threshold
                 )
-                verdict = judge_duplicate(exact, prints.signature, candidates, dedup.threshold)
             self.metrics.observe("dedup", time.perf_counter() - started)
             if verdict.is_duplicate:
                 self.metrics.inc("duplicates", verdict.kind or "")
                 if verdict.kind == "near" and dedup.near_duplicates == "drop":
-                    await self.store.mark_entries_seen(
-                        feed.feed_id, [entry.key], time.time(), verdict.duplicate_of
+                    release = rid if existing is None else None
+                    await self._finish(
+                        item, seen=verdict.duplicate_of, release=release, failure=failure
                     )
-                    return "dropped"
-            now = datetime.now(UTC)
+                    return Article.DROPPED
             started = time.perf_counter()
-            try:
-                location = await self.store.reserve_record(
-                    rid, canonical, self.sink.location_for(rid, now), now.timestamp()
-                )
-                record = build_record(
-                    record_id=rid,
-                    url=url,
-                    canonical_url=canonical,
-                    feed=feed,
-                    feed_title=task.feed_title,
-                    entry=entry,
-                    analysis=analysis,
-                    verdict=verdict,
-                    fetched_at=now,
-                    updated_at=updated_at,
-                )
-                await self.sink.write(record, location)
-            except SinkError as exc:
-                self.metrics.inc("article_errors", "sink")
-                log.error("%s; the item will be retried on the next poll", exc)
-                raise Deferred(str(exc)) from None
+            record = build_record(
+                record_id=rid,
+                url=url,
+                canonical_url=canonical,
+                feed=feed,
+                feed_title=item.feed_title,
+                entry=item.entry,
+                analysis=analysis,
+                verdict=verdict,
+                fetched_at=now,
+                updated_at=updated_at,
+            )
             # The file is safely in place before the state says "done": a crash between the
             # two redoes the item, which rewrites the same file under the same id.
-            await self.store.commit_record(
-                CommitItem(
-                    record_id=rid,
-                    canonical_url=canonical,
-                    content_hash=prints.content_hash,
-                    feed_id=feed.feed_id,
-                    entry_key=entry.key,
-                    scheme=self.scheme,
-                    signature=prints.signature,
-                    band_keys=prints.band_keys,
-                    committed_at=now.timestamp(),
-                    entry_updated=entry.updated.timestamp() if entry.updated else None,
-                )
+            await self.sink.write(record, prep.location)
+            commit = CommitItem(
+                record_id=rid,
+                canonical_url=canonical,
+                content_hash=prints.content_hash,
+                feed_id=feed.feed_id,
+                entry_key=item.entry.key,
+                scheme=self.scheme,
+                signature=prints.signature,
+                band_keys=prints.band_keys,
+                committed_at=now.timestamp(),
+                entry_updated=item.entry.updated.timestamp() if item.entry.updated else None,
             )
+            await self._finish(item, record=commit, failure=failure)
             self.metrics.observe("write", time.perf_counter() - started)
         self.metrics.inc("articles_updated" if updated_at else "articles_written")
-        return "written_duplicate" if verdict.is_duplicate else "written"
-
-    async def _changed_enough(
-        self, task: ArticleTask, canonical: str, analysis: ArticleAnalysis
-    ) -> bool:
-        """An update is re-emitted only when the body changed substantially; otherwise the
-        entry's new `updated` time is remembered so it is not fetched again."""
-        known = await self.store.record_by_canonical(canonical)
-        if known is None or not known.done:
-            return True
-        prints = analysis.fingerprint
-        old_signature = await self.store.signature_of(known.record_id)
-        if known.content_hash != prints.content_hash and changed_substantially(
-            old_signature, prints.signature, self.config.dedup.update_threshold
-        ):
-            return True
-        entry = task.entry
-        await self.store.mark_entries_seen(
-            task.feed.feed_id,
-            [entry.key],
-            time.time(),
-            known.record_id,
-            entry.updated.timestamp() if entry.updated else None,
-        )
-        return False
+        return Article.WRITTEN_DUPLICATE if verdict.is_duplicate else Article.WRITTEN
 
 
 def _with_meta(state: FeedState, meta: FeedMeta) -> FeedState:

@@ -35,7 +35,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
                 try:
                     yield pipeline
                 finally:
-                    await pipeline.stop()
+                    await pipeline.stop(config.pipeline.shutdown_grace)
         finally:
             await asyncio.to_thread(pool.close)
     finally:

@@ -241,7 +241,8 @@ async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path,
                 text = await response.text()
         assert "ingestor_articles_written_total 2" in text
         assert 'ingestor_feed_errors_total{kind="connect"}' in text
-        assert "ingestor_article_queue_depth" in text
+        assert "ingestor_frontier_size 0" in text
+        assert "ingestor_frontier_oldest_age_seconds" in text
         assert 'ingestor_stage_seconds_count{stage="extract"} 2' in text
         status = await asyncio.to_thread(
             subprocess.run,

@@ -221,7 +221,7 @@ async def test_exact_duplicate_body_under_another_url(tmp_path, serve, worker_po
 async def test_failures_fall_back_to_feed_text_and_nothing_disappears(tmp_path, serve, worker_pool):
     site = Site()
     site.base = await serve(site.app)
-    site.status["/a/broken.html"] = 500
+    site.status["/a/broken.html"] = 403  # permanent: no retry (5xx retries: test_frontier)
     site.items = [
         {
             "title": "Broken page",
