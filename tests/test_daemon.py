@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -257,3 +258,56 @@ async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path,
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(daemon.wait(), 30) == 0
+
+
+async def test_kill_9_with_200_items_queued_writes_each_exactly_once_after_restart(tmp_path, serve):
+    """The queued articles live in the state store: a daemon killed right after its first
+    record, with ~200 items still queued, finishes them after a restart without
+    re-reading the (unchanged) feeds and without writing anything twice."""
+    feeds, items = 4, 50
+    total = feeds * items
+    farm = Farm(feeds=feeds, items=items, latency=(0.2, 0.4))
+    farm.base = await serve(farm.app)
+    config = tmp_path / "ingestor.yaml"
+    log = tmp_path / "daemon.log"
+    write_config(config, farm.feed_urls())
+    config.write_text(
+        config.read_text().replace("article_concurrency: 8", "article_concurrency: 2")
+    )
+    out = tmp_path / "out"
+
+    def written() -> int:
+        return len(list(out.rglob("*.json"))) if out.exists() else 0
+
+    daemon = await start_daemon(config, log)
+    try:
+        assert await wait_for(
+            lambda: log.read_text().count("new entries queued") == feeds and written() >= 1, 60
+        ), log.read_text()[-3000:]
+        daemon.kill()
+        await daemon.wait()
+        queued = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ingestor", "status", "--config", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        rows = json.loads(queued.stdout)
+        assert sum(r["queued"] for r in rows) >= total - 20, rows
+        daemon = await start_daemon(config, log)
+        assert await wait_for(lambda: written() >= total, 120), log.read_text()[-3000:]
+        await asyncio.sleep(0.5)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 30) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+    records = read_records(out)
+    assert len(records) == total
+    assert sorted(r["title"] for r in records) == sorted(
+        f"Story {f}-{i}" for f in range(feeds) for i in range(items)
+    )
+    # The restarted daemon found the work in the frontier: it parsed no feed again (each
+    # unchanged feed was fetched and recognised by its body hash).
+    assert "new entries queued" not in log.read_text().split("ingestor running")[-1]

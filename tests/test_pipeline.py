@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import time
 from dataclasses import replace
 
 import jsonschema
@@ -414,37 +413,6 @@ async def test_rel_canonical_on_the_same_site_makes_two_urls_one_article(
     assert records["Canonical"]["canonical_url"] == f"{site.base}/story/42"
     # A canonical link to another site is not trusted.
     assert records["Foreign canonical"]["canonical_url"] == f"{site.base}/other/1.html"
-
-
-async def test_retry_after_on_an_article_defers_it_to_the_next_poll(tmp_path, serve, worker_pool):
-    busy = {"until": 0.0}
-    hits = {"page": 0}
-    page_host = web.Application()
-
-    async def page(_r: web.Request) -> web.Response:
-        hits["page"] += 1
-        if time.time() < busy["until"]:
-            return web.Response(status=429, headers={"Retry-After": "1"})
-        return web.Response(text=article_html("Patient", story(77)), content_type="text/html")
-
-    async def robots(_r: web.Request) -> web.Response:
-        return web.Response(text="User-agent: *\nAllow: /\n")
-
-    page_host.router.add_get("/a/p.html", page)
-    page_host.router.add_get("/robots.txt", robots)
-    pages = await serve(page_host)
-    site = Site()
-    site.base = await serve(site.app)
-    site.items = [{"title": "Patient", "link": f"{pages}/a/p.html", "guid": "p"}]
-    config = make_config(tmp_path, [f"{site.base}/feed.xml"])
-    busy["until"] = time.time() + 0.5
-    summary, pipeline = await run_pass(config, worker_pool)
-    assert summary.written == 0 and read_records(config.output.dir) == []
-    assert pipeline.states[f"{site.base}/feed.xml"].etag is None  # validators not stored
-    await asyncio.sleep(1.2)  # the host's Retry-After has passed
-    summary, _ = await run_pass(config, worker_pool)
-    assert summary.written == 1 and hits["page"] == 2
-    assert read_records(config.output.dir)[0]["extraction_method"] == "trafilatura"
 
 
 async def test_a_burst_of_entries_keeps_page_fetches_bounded(tmp_path, serve, worker_pool):
