@@ -8,10 +8,12 @@ duplicates (the same URL in two feeds, or a syndicated copy under another URL).
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import html
 import json
 import multiprocessing
 import random
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -27,6 +29,24 @@ class FarmSpec:
     poll_feeds: int = 0
     latency: tuple[float, float] = (0.005, 0.040)
     port: int = 0
+    # This share of pages and of feeds answers 429 or 503 once, with Retry-After 1-5 s
+    # (as seconds or as an HTTP date), as real sites under load do.
+    fault_rate: float = 0.0
+
+
+def is_faulty(path: str, rate: float) -> bool:
+    return rate > 0 and random.Random(f"fault:{path}").random() < rate
+
+
+def fault_response(path: str) -> web.Response:
+    rng = random.Random(f"kind:{path}")
+    seconds = rng.randint(1, 5)
+    status = rng.choice((429, 503))
+    if rng.random() < 0.5:
+        value = str(seconds)
+    else:
+        value = email.utils.formatdate(time.time() + seconds + 1, usegmt=True)
+    return web.Response(status=status, headers={"Retry-After": value})
 
 
 def host_address(index: int) -> str:
@@ -153,11 +173,16 @@ def _tiny_rss(n: int) -> bytes:
 def _serve(spec: FarmSpec, port: int, ready: multiprocessing.synchronize.Event) -> None:
     content = FarmContent(spec, port)
     latency = spec.latency
+    faulted: set[str] = set()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         path = request.path
         if latency[1] and not path.startswith("/poll"):
             await asyncio.sleep(random.uniform(*latency))
+        known = path in content.feeds or path in content.pages
+        if known and path not in faulted and is_faulty(path, spec.fault_rate):
+            faulted.add(path)
+            return fault_response(path)
         if path == "/robots.txt":
             return web.Response(text="User-agent: *\nAllow: /\n")
         if path.startswith("/poll-same/"):
@@ -170,8 +195,11 @@ def _serve(spec: FarmSpec, port: int, ready: multiprocessing.synchronize.Event) 
             body, media = content.feeds[path]
             return web.Response(body=body, content_type=media, headers={"ETag": etag})
         if path in content.feeds:
+            etag = f'"f{path}"'
+            if request.headers.get("If-None-Match") == etag:
+                return web.Response(status=304, headers={"ETag": etag})
             body, media = content.feeds[path]
-            return web.Response(body=body, content_type=media)
+            return web.Response(body=body, content_type=media, headers={"ETag": etag})
         if path in content.pages:
             return web.Response(body=content.pages[path], content_type="text/html", charset="utf-8")
         return web.Response(status=404)

@@ -181,6 +181,7 @@ class Daemon:
 
     async def _poll(self, feed: FeedConfig) -> PollOutcome:
         assert self.pipeline is not None
+        outcome: PollOutcome | None = None
         try:
             outcome = await self.pipeline.poll_feed(feed)
             if outcome.new_entries:
@@ -203,6 +204,10 @@ class Daemon:
                         )
                     )
                 )
+                skipped = outcome is not None and outcome.status is PollStatus.SKIPPED
+                if skipped and outcome is not None and outcome.retry_at is not None:
+                    # Skipped because its host asked for a pause: poll it right after.
+                    due = min(due, outcome.retry_at + self.rng.uniform(0, 2.0))
                 if not state.disabled_reason:
                     self.due.set(feed.feed_id, due)
 

@@ -113,6 +113,7 @@ class PollOutcome:
     status: PollStatus
     new_entries: int = 0
     error: str | None = None
+    retry_at: float | None = None  # the server (or its host) asked us to come back then
 
 
 @dataclass
@@ -154,6 +155,10 @@ class PassSummary:
             Article.DROPPED,
         )
         self.retries += result is Article.RETRY
+
+
+# run --once polls a feed that answered Retry-After (or whose host is waiting) this often.
+_ONCE_FEED_TRIES = 3
 
 
 def _feed_fingerprint(feed: FeedConfig) -> str:
@@ -241,9 +246,18 @@ class Pipeline:
         summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
 
+        max_wait = self.config.pipeline.once_max_wait
+
         async def one(feed: FeedConfig) -> PollOutcome:
-            async with semaphore:
-                return await self.poll_feed(feed, force=True)
+            # A feed (or its host) that asked for a short pause is polled again after it.
+            for attempt in range(_ONCE_FEED_TRIES):
+                async with semaphore:
+                    outcome = await self.poll_feed(feed, force=True, after_wait=attempt > 0)
+                retry_at = outcome.retry_at
+                if retry_at is None or retry_at > time.time() + max_wait:
+                    break
+                await asyncio.sleep(max(retry_at - time.time(), 0.0) + 0.05)
+            return outcome
 
         for finished in asyncio.as_completed([one(f) for f in feeds]):
             summary.add(await finished)
@@ -264,17 +278,22 @@ class Pipeline:
 
     # --- polling a feed ---
 
-    async def poll_feed(self, feed: FeedConfig, force: bool = False) -> PollOutcome:
+    async def poll_feed(
+        self, feed: FeedConfig, force: bool = False, after_wait: bool = False
+    ) -> PollOutcome:
+        """Poll one feed. `force`: whatever its interval (run --once), still honouring
+        what the server asked for and the error backoff; `after_wait`: the poll follows a
+        wait the server asked for in this same pass, so the error backoff is not applied."""
         lock = self._feed_locks.setdefault(feed.feed_id, asyncio.Lock())
         if lock.locked():
             return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
         async with lock:
             try:
-                return await self._poll_feed(feed, force)
+                return await self._poll_feed(feed, force, after_wait)
             finally:
                 self._feed_locks.pop(feed.feed_id, None)
 
-    async def _poll_feed(self, feed: FeedConfig, force: bool) -> PollOutcome:
+    async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
         state = self.state_of(feed)
         now = time.time()
         fingerprint = _feed_fingerprint(feed)
@@ -287,10 +306,10 @@ class Pipeline:
                 state.disabled_reason,
             )
             state = replace(state, disabled_reason=None, disabled_config=None, error_count=0)
-        waiting = schedule.blocked_until(state, now) if force else 0.0
+        waiting = schedule.blocked_until(state, now, after_wait) if force else 0.0
         host_wait = self.fetcher.limiter.not_before(host_key(state.url))
         if waiting > now or host_wait > now:
-            return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=max(waiting, host_wait))
         self.metrics.inc("feeds_polled")
         started = time.perf_counter()
         try:
@@ -444,6 +463,7 @@ class Pipeline:
             feed.feed_id,
             PollStatus.FAILED,
             error=f"{feed.url}: {message}" if not message.startswith(feed.url) else message,
+            retry_at=getattr(exc, "not_before", None),
         )
 
     # --- articles ---

@@ -93,9 +93,10 @@ def first_due(state: FeedState | None, now: float, spread: float, rng: random.Ra
     return now + rng.uniform(0, spread)
 
 
-def blocked_until(state: FeedState, now: float) -> float:
-    """`--once` still honours what the server asked for and the error backoff."""
+def blocked_until(state: FeedState, now: float, after_wait: bool = False) -> float:
+    """`--once` still honours what the server asked for and the error backoff (except on a
+    poll that follows, in the same pass, the very wait the server asked for)."""
     waits = [state.fresh_until, state.not_before]
-    if state.error_count > 0:
+    if state.error_count > 0 and not after_wait:
         waits.append(state.next_due)
     return max([w for w in waits if w > now], default=0.0)
