@@ -419,6 +419,101 @@ def fault_mix(args: argparse.Namespace, root: Path) -> list[str]:
     ]
 
 
+# --- 6. memory with a large frontier ------------------------------------------------------
+
+
+async def _fill_frontier(state_path: Path, items: int, hosts: int) -> None:
+    from ingestor import frontier
+    from ingestor.feeds import FeedEntry
+    from ingestor.sqlite_state import SQLiteStateStore
+    from ingestor.state import FeedState, PollCommit
+    from ingestor.urls import TrackingParams
+
+    store = SQLiteStateStore(state_path)
+    await store.open()
+    try:
+        per_feed = 5000
+        for feed in range(0, items, per_feed):
+            entries = [
+                (
+                    FeedEntry(
+                        key=f"k{n}",
+                        # Port 9 on 127.0.99.x: connections are refused at once, so every
+                        # item is claimed, fails and is rescheduled: the frontier churns.
+                        link=f"http://127.0.99.{1 + n % hosts}:9/a/{n}.html",
+                        title=f"Queued article {n}",
+                        summary="A summary of the kind feeds carry, a sentence or two long. " * 3,
+                        content=None,
+                    ),
+                    False,
+                )
+                for n in range(feed, min(feed + per_feed, items))
+            ]
+            planned = frontier.plan_items(
+                f"http://127.0.99.1:9/feed/{feed}.xml",
+                entries,
+                fetch_articles=True,
+                feed_title="Bench",
+                feed_language="en",
+                tracking=TrackingParams(),
+                now=time.time(),
+            )
+            state = FeedState(feed_id=f"http://127.0.99.1:9/feed/{feed}.xml")
+            await store.commit_poll(PollCommit(state, planned))
+    finally:
+        await store.close()
+
+
+def daemon_main_rss(config: Path, seconds: float) -> float:
+    """Peak RSS of the daemon's main process over `seconds` after start-up settles."""
+    log = config.parent / "daemon.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingestor", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "ingestor running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)
+        peak = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, cpu_and_rss(process.pid)[1])
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    return peak / 1e6
+
+
+def frontier_memory(args: argparse.Namespace, root: Path) -> list[str]:
+    import asyncio
+
+    figures: dict[int, float] = {}
+    for items in (0, args.frontier_items):
+        work = fresh_dir(root, f"frontier-{items}")
+        config = work / "ingestor.yaml"
+        write_config(config, [])
+        extra_http = "max_connections: 200\n  respect_robots_txt: false\n  connect_timeout: 1s\n"
+        config.write_text(config.read_text().replace("max_connections: 200\n", extra_http))
+        if items:
+            asyncio.run(_fill_frontier(work / "state" / "ingestor.db", items, 500))
+        figures[items] = daemon_main_rss(config, args.idle_seconds)
+        print(f"  {items} queued: main-process RSS {figures[items]:.0f} MB", flush=True)
+    growth = figures[args.frontier_items] - figures[0]
+    return [
+        f"### 6. Memory with a large frontier: {args.frontier_items} queued articles on 500 "
+        f"hosts, the daemon working them (every fetch refused, so each item churns)",
+        "",
+        f"Main-process peak RSS over {args.idle_seconds:.0f} s: {figures[0]:.0f} MB with an "
+        f"empty frontier, {figures[args.frontier_items]:.0f} MB with "
+        f"{args.frontier_items} queued: +{growth:.0f} MB (target: +50 MB at most).",
+    ]
+
+
 # --- 2. polling and 3. idle ---------------------------------------------------------------
 
 
@@ -508,7 +603,8 @@ def main() -> None:
     parser.add_argument("--poll-feeds", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--fault-rate", type=float, default=0.02)
-    parser.add_argument("--only", choices=("full", "poll", "faults"), default=None)
+    parser.add_argument("--frontier-items", type=int, default=50_000)
+    parser.add_argument("--only", choices=("full", "poll", "faults", "frontier"), default=None)
     args = parser.parse_args()
     if args.quick:
         args.runs, args.feeds, args.items = 1, 6, 10
@@ -538,6 +634,10 @@ def main() -> None:
             faults = fault_mix(args, root)
             sections += [*faults, ""]
             print("\n".join(faults), flush=True)
+        if args.only in (None, "frontier"):
+            memory = frontier_memory(args, root)
+            sections += [*memory, ""]
+            print("\n".join(memory), flush=True)
         if args.only in (None, "poll"):
             poll = polling_and_idle(args, root)
             sections += poll

@@ -157,8 +157,9 @@ class PassSummary:
         self.retries += result is Article.RETRY
 
 
-# run --once polls a feed that answered Retry-After (or whose host is waiting) this often.
-_ONCE_FEED_TRIES = 3
+# run --once polls a feed that answered Retry-After (or whose host is waiting) again after
+# the wait, while the wait fits in once_max_wait, at most this often.
+_ONCE_FEED_TRIES = 20
 
 
 def _feed_fingerprint(feed: FeedConfig) -> str:
@@ -307,9 +308,14 @@ class Pipeline:
             )
             state = replace(state, disabled_reason=None, disabled_config=None, error_count=0)
         waiting = schedule.blocked_until(state, now, after_wait) if force else 0.0
+        if waiting > now:
+            # Only a server's Retry-After invites a poll right after it; a Cache-Control
+            # lifetime or the error backoff mean "not in this pass".
+            retry_at = waiting if waiting <= state.not_before else None
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=retry_at)
         host_wait = self.fetcher.limiter.not_before(host_key(state.url))
-        if waiting > now or host_wait > now:
-            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=max(waiting, host_wait))
+        if host_wait > now:
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=host_wait)
         self.metrics.inc("feeds_polled")
         started = time.perf_counter()
         try:

@@ -312,6 +312,7 @@ class NewsHost:
         self.items = items
         self.crawl_delay = crawl_delay
         self.page_status = lambda n, hit: None
+        self.feed_status = lambda: None
         self.page_hits: list[tuple[float, int]] = []  # (arrival time, item)
         self.feed_hits: list[int] = []  # status answered
         self.base = ""
@@ -326,6 +327,9 @@ class NewsHost:
         return self
 
     async def feed(self, request: web.Request) -> web.Response:
+        answer = self.feed_status()
+        if answer is not None:
+            return web.Response(status=answer[0], headers=answer[1])
         etag = f'"{self.items}"'
         if request.headers.get("If-None-Match") == etag:
             self.feed_hits.append(304)
@@ -492,3 +496,28 @@ async def test_a_slow_host_with_a_thousand_items_does_not_hold_up_the_others(
     assert 1 <= slow_pages <= took + 2
     starts = sorted(t for t, _n in slow.page_hits)
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(starts))
+
+
+async def test_a_feed_that_asks_to_wait_is_polled_again_in_the_same_pass(
+    tmp_path, serve, worker_pool
+):
+    """A feed answering 429 with Retry-After: 1 four times in a row (its host busy with
+    other work) is still ingested by one `run --once` pass; a Cache-Control lifetime, on
+    the other hand, is not waited for."""
+    pages = await NewsHost("pages", 3).start(serve, "127.0.0.15")
+    feed = await NewsHost("pages", 3).start(serve, "127.0.0.16")
+    feed.link_base = pages.base
+    refusals = {"left": 4}
+
+    def busy_feed():
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            return 429, {"Retry-After": "1"}
+        return None
+
+    feed.feed_status = busy_feed
+    config = farm_config(tmp_path, [feed])
+    started = time.monotonic()
+    summary, _ = await run_pass(config, worker_pool)
+    assert summary.written == 3 and summary.failed == 0, summary
+    assert time.monotonic() - started >= 4.0  # it did wait each time it was asked to
