@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ingestor.config import FeedConfig
 from ingestor.dedup import DuplicateVerdict
-from ingestor.feeds import FeedEntry
+from ingestor.feeds import Enclosure, FeedEntry
 from ingestor.record import MAX_TITLE_CHARS, Record, clean_line
 from ingestor.workers import ArticleAnalysis
 
@@ -46,7 +47,7 @@ def build_record(
         duplicate_of=verdict.duplicate_of,
         duplicate_kind=verdict.kind,
         similarity=verdict.similarity,
-        updated_at=updated_at,
+        updated_at=updated_at or _updated_at(entry, entry.published or meta.date),
         site_name=meta.site_name,
         image=meta.image,
         tags=list(dict.fromkeys([*entry.tags, *meta.tags])),
@@ -54,5 +55,25 @@ def build_record(
         extraction_method=analysis.body.method,
         entry_id=entry.key,
         word_count=len(text.split()),
-        enclosures=[{"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures],
+        enclosures=[_enclosure(e) for e in entry.enclosures],
     )
+
+
+def _enclosure(enclosure: Enclosure) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "url": enclosure.url,
+        "type": enclosure.type,
+        "length": enclosure.length,
+    }
+    for name in ("duration", "episode", "season", "image"):
+        value = getattr(enclosure, name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _updated_at(entry: FeedEntry, published: datetime | None) -> datetime | None:
+    """The entry's own `updated`, when it says something `published` does not."""
+    if entry.updated is None or published is None:
+        return None
+    return entry.updated if abs((entry.updated - published).total_seconds()) > 1 else None

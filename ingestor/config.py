@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,25 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class BasicAuth:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """A feed's own request settings. Headers and credentials go only to the feed's own
+    host (its feed and its article pages there); the rest to all of its requests."""
+
+    # repr=False: values such as Authorization or Cookie headers are secrets.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    user_agent: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may carry credentials
+    timeout: float | None = None
+    auth: BasicAuth | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class FeedConfig:
     url: str
     name: str | None = None
@@ -134,6 +153,7 @@ class FeedConfig:
     tags: tuple[str, ...] = ()
     enabled: bool = True
     min_text_length: int | None = None
+    request: RequestOptions = field(default_factory=RequestOptions)
 
     @property
     def feed_id(self) -> str:
@@ -292,6 +312,64 @@ def _http_url(value: Any) -> str:
     return text
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Set by the fetcher itself: a per-feed value would break conditional GET or decoding.
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "if-none-match", "if-modified-since", "accept-encoding"}
+)
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of header names to values")
+    headers = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{name} is set by ingestor itself and cannot be overridden")
+        # The value is never echoed: it may be a token.
+        if not isinstance(text, str) or "\r" in text or "\n" in text:
+            raise ValueError(f"the value of {name} must be a one-line string")
+        headers.append((name, text))
+    return tuple(headers)
+
+
+def _secret(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string (the value is not shown: it is secret)")
+    return value
+
+
+def _auth(value: Any) -> BasicAuth:
+    if not isinstance(value, dict) or set(value) != {"username", "password"}:
+        raise ValueError("expected username: and password: (HTTP basic authentication)")
+    username = value["username"]
+    if not isinstance(username, str) or not username or ":" in username:
+        raise ValueError("username must be a non-empty string without ':'")
+    try:
+        return BasicAuth(username, _secret(value["password"]))
+    except ValueError as exc:
+        raise ValueError(f"password: {exc}") from None
+
+
+def _proxy(value: Any) -> str | None:
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// proxy URL")
+    return value
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
 def _path(value: Any) -> Path:
     return Path(_str(value)).expanduser()
 
@@ -306,7 +384,7 @@ _SECTIONS: dict[str, tuple[type, _Spec]] = {
         {
             "allowed_networks": _networks,
             "user_agent": _str,
-            "proxy": _optional_str,
+            "proxy": _proxy,
             "max_connections": _int(1, 10000),
             "per_host_connections": _int(1, 100),
             "per_host_delay": parse_duration,
@@ -387,6 +465,14 @@ _FEED_SPEC: _Spec = {
     "tags": _str_list,
     "enabled": _bool,
     "min_text_length": _int(0),
+}
+# Per-feed request options: written at the feed's top level, kept in FeedConfig.request.
+_REQUEST_SPEC: _Spec = {
+    "headers": _headers,
+    "user_agent": _str,
+    "proxy": _proxy,
+    "timeout": _positive_duration,
+    "auth": _auth,
 }
 
 _REQUIRED = {"output": ("dir",), "state": ("path",)}
@@ -522,9 +608,16 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         path = f"feeds[{index}]"
         if isinstance(item, str):
             item = {"url": item}
-        feed = _build(FeedConfig, _FEED_SPEC, item, path, problems, source, required=("url",))
-        if feed is None:
+        request = None
+        if isinstance(item, dict):
+            options = {k: v for k, v in item.items() if k in _REQUEST_SPEC}
+            item = {k: v for k, v in item.items() if k not in _REQUEST_SPEC}
+            request = _build(RequestOptions, _REQUEST_SPEC, options, path, problems, source)
+        spec = {**_FEED_SPEC, **_REQUEST_SPEC}
+        feed = _build(FeedConfig, spec, item, path, problems, source, required=("url",))
+        if feed is None or request is None:
             continue
+        feed = replace(feed, request=request)
         if feed.url in seen:
             problems.append(
                 f"{source}: {path}.url: duplicate of feeds[{seen[feed.url]}].url ({feed.url})"

@@ -36,6 +36,15 @@ class FetchError(IngestorError):
         super().__init__(f"{url}: {message}")
 
 
+# What a refusal most often means, and what the user can do about it.
+_STATUS_HINTS = {
+    401: "the site wants credentials (set auth: for this feed)",
+    403: "the site refuses this client; a per-feed user_agent (or headers) may help",
+    407: "the proxy wants credentials",
+    451: "unavailable for legal reasons (often a regional block; a proxy may help)",
+}
+
+
 class HTTPStatusError(FetchError):
     """The server answered with an error status."""
 
@@ -43,6 +52,8 @@ class HTTPStatusError(FetchError):
 
     def __init__(self, url: str, status: int, message: str = "") -> None:
         text = f"HTTP {status}" + (f" {message}" if message else "")
+        if status in _STATUS_HINTS:
+            text = f"HTTP {status}: {_STATUS_HINTS[status]}"
         super().__init__(url, text, status=status)
         self.transient = status >= 500 or status in (408, 425)
 

@@ -1,8 +1,10 @@
 """Article page HTML to a clean body and its metadata (CPU-bound: runs in worker processes).
 
-The body comes from the best of three sources, recorded as `extraction_method`:
+The body comes from the best of four sources, recorded as `extraction_method`:
 trafilatura on the page; the page's schema.org JSON-LD `articleBody` when it is clearly
-longer; the feed's own full content when the page yields less text than the feed.
+longer; the feed's own full content when the page yields less text than the feed; and,
+when there is no page text at all (not fetched, or its fetch failed), the feed's
+description or summary.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class PageMetadata:
 @dataclass(frozen=True)
 class Body:
     text: str
-    method: str  # trafilatura | json_ld | feed_content | none
+    method: str  # trafilatura | json_ld | feed_content | feed_summary | none
 
 
 def extract_page(
@@ -118,7 +120,11 @@ def extract_page(
 
 
 def choose_body(
-    page_text: str, json_ld_text: str | None, feed_content: str | None, use_json_ld: bool = True
+    page_text: str,
+    json_ld_text: str | None,
+    feed_content: str | None,
+    use_json_ld: bool = True,
+    feed_summary: str | None = None,
 ) -> Body:
     """Pick the body source; see the module docstring for the rule."""
     body = Body(page_text, "trafilatura") if page_text else Body("", "none")
@@ -135,6 +141,8 @@ def choose_body(
         body = Body(json_ld_text, "json_ld")
     if feed_content and len(feed_content) > FEED_CONTENT_ADVANTAGE * len(body.text):
         body = Body(feed_content, "feed_content")
+    if not body.text and feed_summary:
+        body = Body(feed_summary, "feed_summary")
     return body
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import calendar
 import codecs
+import contextlib
 import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -58,6 +59,10 @@ class Enclosure:
     url: str
     type: str | None = None
     length: int | None = None
+    duration: int | None = None  # seconds (itunes:duration, JSON Feed duration_in_seconds)
+    episode: int | None = None
+    season: int | None = None
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class FeedEntry:
     published: datetime | None = None
     updated: datetime | None = None
     enclosures: tuple[Enclosure, ...] = ()
+    # The link is shared with other entries of the feed (a podcast's show page, a live
+    # blog): the entry is an item of its own, and the link is not its article page.
+    shared_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,12 +117,21 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> ParsedFeed:
         resolve_relative_uris=False,
         sanitize_html=False,
     )
-    entries = tuple(
-        entry
-        for entry in (_normalize_entry(e, url) for e in parsed.entries[:MAX_ENTRIES])
-        if entry is not None
-    )
+    if not parsed.entries and not parsed.version:
+        refusal = html_instead_of_feed(body, media)
+        if refusal:
+            raise ParseError(url, refusal)
     meta = _feed_meta(parsed.feed, body)
+    entries = mark_shared_links(
+        [
+            entry
+            for entry in (
+                _normalize_entry(e, url, meta.language) for e in parsed.entries[:MAX_ENTRIES]
+            )
+            if entry is not None
+        ],
+        meta.link,
+    )
     if not entries and not parsed.version and not meta.title:
         reason = _bozo_reason(parsed) or "no feed found"
         raise ParseError(url, f"not a feed: {reason}")
@@ -123,6 +140,37 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> ParsedFeed:
         warning = f"the feed has {total} entries; only the first {MAX_ENTRIES} were read"
     return ParsedFeed(
         format=parsed.version or "unknown", meta=meta, entries=entries, warning=warning
+    )
+
+
+_HTML_START = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
+)
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+_FEED_LINK = re.compile(rb"<link\b[^>]*type=[\"']application/(?:rss|atom)\+xml[\"'][^>]*>", re.I)
+_HREF = re.compile(rb"href=[\"']([^\"']+)[\"']", re.I)
+
+
+def html_instead_of_feed(body: bytes, media: str) -> str | None:
+    """Why an HTML page came back where a feed was expected, or None if it is not HTML:
+    a bot check, a login or consent page, or the site's home page (named with the feed it
+    links to, when it does)."""
+    head = body[:65536]
+    if media not in ("text/html", "application/xhtml+xml") and not _HTML_START.match(head):
+        return None
+    title = _HTML_TITLE.search(head)
+    title_text = (
+        clean_line(html_to_text(title.group(1).decode("utf-8", "replace")), 80) if title else ""
+    )
+    named = f" (page title {title_text!r})" if title_text else ""
+    link = _FEED_LINK.search(head)
+    href = _HREF.search(link.group(0)) if link else None
+    if href:
+        feed_url = clean_line(href.group(1).decode("utf-8", "replace"), 300)
+        return f"an HTML page{named}, not a feed; the page names its feed: {feed_url}"
+    return (
+        f"an HTML page{named}, not a feed: a bot check, a login or a consent page? "
+        "(a per-feed user_agent or headers may help)"
     )
 
 
@@ -228,8 +276,8 @@ def _safe_link(base: str, link: Any) -> str | None:
     return absolute if absolute.lower().startswith(("http://", "https://")) else None
 
 
-def _normalize_entry(raw: Any, feed_url: str) -> FeedEntry | None:
-    link = _safe_link(feed_url, raw.get("link"))
+def _normalize_entry(raw: Any, feed_url: str, language: str | None) -> FeedEntry | None:
+    link = _original_link(raw, feed_url) or _safe_link(feed_url, raw.get("link"))
     title = clean_line(html_to_text(raw.get("title")) if raw.get("title") else "", 1000)
     summary_html = raw.get("summary") or raw.get("description")
     summary = (
@@ -240,36 +288,13 @@ def _normalize_entry(raw: Any, feed_url: str) -> FeedEntry | None:
         c.get("value", "") for c in raw.get("content", []) or [] if isinstance(c, dict)
     ]
     content = html_to_text("\n".join(content_parts)[:MAX_CONTENT_CHARS]) or None
-    if content and summary and content == summary:
-        content = None
+    if content and summary and summary == content[: len(summary)]:
+        # feedparser copies content:encoded (or Atom content) into `summary` when the
+        # entry has no description of its own: that is not a summary.
+        summary = None
     if not (link or title or summary or content):
         return None
-    authors = tuple(
-        dict.fromkeys(
-            clean_line(a.get("name"), 200)
-            for a in raw.get("authors", []) or []
-            if isinstance(a, dict) and a.get("name")
-        )
-    ) or ((clean_line(raw["author"], 200),) if isinstance(raw.get("author"), str) else ())
-    tags = tuple(
-        dict.fromkeys(
-            clean_line(t.get("label") or t.get("term"), 200)
-            for t in raw.get("tags", []) or []
-            if isinstance(t, dict) and (t.get("label") or t.get("term"))
-        )
-    )
-    enclosures = []
-    for enc in raw.get("enclosures", []) or []:
-        href = _safe_link(link or feed_url, enc.get("href"))
-        if href:
-            length = enc.get("length")
-            enclosures.append(
-                Enclosure(
-                    url=href,
-                    type=clean_line(enc.get("type"), 200) or None,
-                    length=int(length) if isinstance(length, str) and length.isdigit() else None,
-                )
-            )
+    published, updated = _entry_dates(raw, language)
     guid = raw.get("id") if isinstance(raw.get("id"), str) else None
     return FeedEntry(
         key=_entry_key(clean_line(guid) or None, link, title, summary),
@@ -277,14 +302,153 @@ def _normalize_entry(raw: Any, feed_url: str) -> FeedEntry | None:
         title=title,
         summary=summary,
         content=content,
-        authors=tuple(a for a in authors if a),
-        tags=tags,
-        published=_struct_to_datetime(raw.get("published_parsed"))
-        or _struct_to_datetime(raw.get("created_parsed")),
-        # dict.get: FeedParserDict.get would map a missing "updated" to "published".
-        updated=_struct_to_datetime(dict.get(raw, "updated_parsed")),
-        enclosures=tuple(enclosures),
+        authors=_authors(raw),
+        tags=_tags(raw),
+        published=published,
+        updated=updated,
+        enclosures=_enclosures(raw, link or feed_url),
     )
+
+
+def _original_link(raw: Any, feed_url: str) -> str | None:
+    """feedburner:origLink and its kin (pheedo, ...): the article's own URL, not a redirect."""
+    for key in raw:
+        if isinstance(key, str) and key.endswith("_origlink"):
+            link = _safe_link(feed_url, raw.get(key))
+            if link:
+                return link
+    return None
+
+
+def _authors(raw: Any) -> tuple[str, ...]:
+    names = tuple(
+        dict.fromkeys(
+            clean_line(a.get("name"), 200)
+            for a in raw.get("authors", []) or []
+            if isinstance(a, dict) and a.get("name")
+        )
+    ) or ((clean_line(raw["author"], 200),) if isinstance(raw.get("author"), str) else ())
+    return tuple(a for a in names if a)
+
+
+def _tags(raw: Any) -> tuple[str, ...]:
+    return tuple(
+        dict.fromkeys(
+            clean_line(t.get("label") or t.get("term"), 200)
+            for t in raw.get("tags", []) or []
+            if isinstance(t, dict) and (t.get("label") or t.get("term"))
+        )
+    )
+
+
+def _enclosures(raw: Any, base: str) -> tuple[Enclosure, ...]:
+    found = []
+    for enc in raw.get("enclosures", []) or []:
+        href = _safe_link(base, enc.get("href"))
+        if href:
+            length = enc.get("length")
+            found.append(
+                Enclosure(
+                    url=href,
+                    type=clean_line(enc.get("type"), 200) or None,
+                    length=int(length) if isinstance(length, str) and length.isdigit() else None,
+                )
+            )
+    if not found:
+        return ()
+    # The itunes: fields describe the entry's episode: they go with its first enclosure.
+    image = raw.get("image")
+    first = Enclosure(
+        url=found[0].url,
+        type=found[0].type,
+        length=found[0].length,
+        duration=parse_duration_text(raw.get("itunes_duration")),
+        episode=_small_int(raw.get("itunes_episode")),
+        season=_small_int(raw.get("itunes_season")),
+        image=_safe_link(base, image.get("href")) if isinstance(image, dict) else None,
+    )
+    return (first, *found[1:])
+
+
+def parse_duration_text(value: Any) -> int | None:
+    """itunes:duration: seconds ("2511"), "MM:SS" or "HH:MM:SS"."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    parts = value.strip().split(":")
+    if len(parts) > 3 or not all(p.strip().isdigit() for p in parts):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+def _small_int(value: Any) -> int | None:
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isdigit() and len(text) <= 9 else None
+
+
+def _entry_dates(raw: Any, language: str | None) -> tuple[datetime | None, datetime | None]:
+    """(published, updated). feedparser files RSS/RSS 1.0 `dc:date` and Atom `<updated>`
+    under `updated`: an entry with no other date was published then."""
+    # dict.get: FeedParserDict.get would map a missing "updated" to "published".
+    updated = _struct_to_datetime(dict.get(raw, "updated_parsed")) or _foreign_date(
+        dict.get(raw, "updated"), language
+    )
+    published = (
+        _struct_to_datetime(dict.get(raw, "published_parsed"))
+        or _struct_to_datetime(dict.get(raw, "created_parsed"))
+        or _foreign_date(dict.get(raw, "published"), language)
+        or _foreign_date(dict.get(raw, "created"), language)
+        or updated
+    )
+    return published, updated
+
+
+def _foreign_date(text: Any, language: str | None) -> datetime | None:
+    """The last resort for dates feedparser cannot read ("Seg, 24 Set 2018 10:00:00 -0300"):
+    dateparser, told the feed's language when it has one (loading all its languages costs
+    seconds), with the timezone kept."""
+    if not isinstance(text, str) or not text.strip() or len(text) > 200:
+        return None
+    import dateparser  # only here: it takes a while to import and is rarely needed
+
+    code = (language or "").strip().lower().replace("_", "-").split("-", 1)[0]
+    settings = {"RETURN_AS_TIMEZONE_AWARE": True, "TO_TIMEZONE": "UTC"}
+    try:
+        moment = None
+        if len(code) == 2 and code.isalpha():
+            with contextlib.suppress(ValueError):
+                moment = dateparser.parse(text, languages=[code], settings=settings)
+        if moment is None:
+            moment = dateparser.parse(text, settings=settings)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+def mark_shared_links(entries: list[FeedEntry], site_link: str | None) -> tuple[FeedEntry, ...]:
+    """Entries whose link other entries share (or that link to the feed's own home page)
+    are items of their own: marked, and keyed by guid, else enclosure, never by the link."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if entry.link:
+            counts[entry.link] = counts.get(entry.link, 0) + 1
+    home = site_link.rstrip("/") if site_link else None
+    result = []
+    for entry in entries:
+        link = entry.link
+        if link and (counts[link] > 1 or (home is not None and link.rstrip("/") == home)):
+            key = entry.key
+            if key.startswith("link:"):
+                key = (
+                    "enclosure:" + entry.enclosures[0].url[:2000]
+                    if entry.enclosures
+                    else _entry_key(None, None, entry.title, entry.summary or entry.content)
+                )
+            entry = replace(entry, key=key, shared_link=True)
+        result.append(entry)
+    return tuple(result)
 
 
 def _feed_meta(feed: Any, body: bytes) -> FeedMeta:
@@ -332,6 +496,10 @@ def _s(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _count(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
 def _json_date(value: Any) -> datetime | None:
     text = _s(value)
     if text is None:
@@ -372,7 +540,9 @@ def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     )
     warning = f"{skipped} item(s) without usable fields skipped" if skipped else None
     fmt = "json11" if version.endswith("1.1") else "json10"
-    return ParsedFeed(format=fmt, meta=meta, entries=tuple(entries), warning=warning)
+    return ParsedFeed(
+        format=fmt, meta=meta, entries=mark_shared_links(entries, meta.link), warning=warning
+    )
 
 
 def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> FeedEntry | None:
@@ -417,13 +587,13 @@ def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> Fe
             href := _safe_link(feed_url, _s(attachment.get("url")))
         ):
             size = attachment.get("size_in_bytes")
+            seconds = attachment.get("duration_in_seconds")
             enclosures.append(
                 Enclosure(
                     url=href,
                     type=clean_line(_s(attachment.get("mime_type")), 200) or None,
-                    length=size
-                    if isinstance(size, int) and not isinstance(size, bool) and size >= 0
-                    else None,
+                    length=int(size) if _count(size) else None,
+                    duration=int(seconds) if _count(seconds) else None,
                 )
             )
     raw_id = item.get("id")
@@ -436,7 +606,7 @@ def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> Fe
         content=content or None,
         authors=authors,
         tags=tags,
-        published=_json_date(item.get("date_published")),
+        published=_json_date(item.get("date_published")) or _json_date(item.get("date_modified")),
         updated=_json_date(item.get("date_modified")),
         enclosures=tuple(enclosures),
     )

@@ -16,13 +16,13 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from ingestor.config import HTTPConfig
+from ingestor.config import HTTPConfig, RequestOptions
 from ingestor.errors import (
     BlockedAddressError,
     ConnectError,
@@ -54,6 +54,7 @@ _MAX_RETRY_AFTER = 7 * 86400.0
 _MAX_CRAWL_DELAY = 30.0
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF")
+_NO_OPTIONS = RequestOptions()
 _MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
@@ -161,7 +162,11 @@ class Fetcher:
     # --- public API ---
 
     async def fetch_feed(
-        self, url: str, etag: str | None = None, last_modified: str | None = None
+        self,
+        url: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        options: RequestOptions | None = None,
     ) -> FetchResult:
         headers = {
             "Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
@@ -171,9 +176,13 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        return await self.fetch(url, max_bytes=self.config.max_feed_bytes, headers=headers)
+        return await self.fetch(
+            url, max_bytes=self.config.max_feed_bytes, headers=headers, options=options
+        )
 
-    async def fetch_article(self, url: str, respect_robots: bool = True) -> FetchResult:
+    async def fetch_article(
+        self, url: str, respect_robots: bool = True, options: RequestOptions | None = None
+    ) -> FetchResult:
         _check_scheme(url)
         if respect_robots:
             if not await self.robots.allowed(url):
@@ -185,6 +194,7 @@ class Fetcher:
             url,
             max_bytes=self.config.max_article_bytes,
             headers={"Accept": "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"},
+            options=options,
         )
         media = result.content_type
         if (media and not media.startswith(_HTML_TYPES)) or looks_binary(result.body):
@@ -193,13 +203,20 @@ class Fetcher:
         return result
 
     async def fetch(
-        self, url: str, *, max_bytes: int, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: Mapping[str, str] | None = None,
+        options: RequestOptions | None = None,
     ) -> FetchResult:
         """GET with redirects, retries and caps; raises a FetchError subclass on failure."""
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                return await self._follow_redirects(url, max_bytes, dict(headers or {}))
+                return await self._follow_redirects(
+                    url, max_bytes, dict(headers or {}), options or _NO_OPTIONS
+                )
             except FetchError as exc:
                 if not exc.transient or attempt == attempts - 1:
                     raise
@@ -212,7 +229,7 @@ class Fetcher:
     # --- internals ---
 
     async def _follow_redirects(
-        self, url: str, max_bytes: int, headers: dict[str, str]
+        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
     ) -> FetchResult:
         current = url
         visited = {url}
@@ -220,7 +237,12 @@ class Fetcher:
         still_permanent = True
         for _hop in range(self.config.max_redirects + 1):
             _check_scheme(current)
-            status, response_headers, body = await self._request(current, max_bytes, headers)
+            if host_key(current) != host_key(url):
+                # A feed's own headers and credentials never follow it to another host.
+                options = replace(options, headers=(), auth=None)
+            status, response_headers, body = await self._request(
+                current, max_bytes, headers, options
+            )
             if status in _REDIRECTS:
                 location = response_headers.get("Location")
                 if not location:
@@ -265,24 +287,30 @@ class Fetcher:
         )
 
     async def _request(
-        self, url: str, max_bytes: int, headers: dict[str, str]
+        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         if self._session is None:
             raise RuntimeError("Fetcher is not open")
+        total = options.timeout or self.config.total_timeout
         timeout = aiohttp.ClientTimeout(
-            total=self.config.total_timeout,
-            connect=self.config.connect_timeout,
-            sock_read=self.config.read_timeout,
+            total=total,
+            connect=min(self.config.connect_timeout, total),
+            sock_read=min(self.config.read_timeout, total),
         )
+        sent = {**dict(options.headers), **headers}
+        if options.user_agent:
+            sent["User-Agent"] = options.user_agent
+        auth = options.auth
         host = host_key(url)
         async with self.limiter.slot(host, url):
             try:
                 async with self._session.get(
                     url,
-                    headers=headers,
+                    headers=sent,
                     allow_redirects=False,
                     timeout=timeout,
-                    proxy=self.config.proxy,
+                    proxy=options.proxy or self.config.proxy,
+                    auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
                 ) as response:
                     status = response.status
                     if status in (429, 503):
@@ -303,9 +331,7 @@ class Fetcher:
             except FetchError:
                 raise
             except TimeoutError:
-                raise FetchTimeoutError(
-                    url, f"timed out (total {self.config.total_timeout:g}s)"
-                ) from None
+                raise FetchTimeoutError(url, f"timed out (total {total:g}s)") from None
             except aiohttp.ClientConnectorError as exc:
                 if GUARD_MARKER in str(exc):
                     raise BlockedAddressError(url, _guard_reason(str(exc))) from None

@@ -75,7 +75,7 @@ class FrontierItem:
 
 
 def synthetic_canonical(feed_id: str, entry_key: str) -> str:
-    """The dedup key of an entry without a link of its own."""
+    """The dedup key of an entry without a link of its own (none, or one it shares)."""
     return f"{feed_id}#entry-{hashlib.sha256(entry_key.encode()).hexdigest()}"
 
 
@@ -92,7 +92,11 @@ def plan_items(
     """(entry, is_update) pairs to the frontier items a poll commit stores."""
     items = []
     for entry, is_update in entries:
-        if entry.link:
+        if entry.shared_link and entry.enclosures:
+            # A podcast episode: its media file is what makes it itself.
+            canonical = canonicalize_url(entry.enclosures[0].url, tracking)
+            host = NO_FETCH_HOST
+        elif entry.link and not entry.shared_link:
             canonical = canonicalize_url(entry.link, tracking)
             host = host_key(entry.link) if fetch_articles else NO_FETCH_HOST
         else:
@@ -139,7 +143,11 @@ def encode_payload(entry: FeedEntry, feed_title: str | None, feed_language: str 
         "tags": list(entry.tags),
         "published": _stamp(entry.published),
         "updated": _stamp(entry.updated),
-        "enclosures": [[e.url, e.type, e.length] for e in entry.enclosures],
+        "enclosures": [
+            [e.url, e.type, e.length, e.duration, e.episode, e.season, e.image]
+            for e in entry.enclosures
+        ],
+        "shared_link": entry.shared_link,
         "feed_title": feed_title,
         "feed_language": feed_language,
     }
@@ -159,6 +167,7 @@ def decode_payload(payload: str) -> tuple[FeedEntry, str | None, str | None]:
         published=_moment(data.get("published")),
         updated=_moment(data.get("updated")),
         enclosures=tuple(Enclosure(*e) for e in data.get("enclosures") or ()),
+        shared_link=bool(data.get("shared_link")),
     )
     return entry, data.get("feed_title"), data.get("feed_language")
 

@@ -15,6 +15,13 @@ UNDETERMINED = "und"
 # Below this many characters of text, detectors guess; hints from the page and the feed
 # weigh more there.
 SHORT_TEXT_CHARS = 200
+# Measured on news prose in five languages (bench/corpus.py, 400 samples per length):
+# langdetect is right 67% of the time at 8 letters, 92% at 20, 97% at 30 and 100% from 40
+# on, while its own probability stays at 0.8-1.0 even when it is wrong. Under MIN_LETTERS
+# there is nothing to judge (a title like "v2.4.0" or "Nightly build is out"); up to
+# RELIABLE_LETTERS the confidence is capped, rising from 0.5 to 1.0.
+MIN_LETTERS = 20
+RELIABLE_LETTERS = 40
 _MIN_HINT_BONUS = 0.1
 _MAX_HINT_BONUS = 0.7
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
@@ -39,12 +46,15 @@ def normalize_code(code: str | None) -> str | None:
 
 
 def decide_language(
-    candidates: Sequence[tuple[str, float]], text_chars: int, hints: Sequence[str | None]
+    candidates: Sequence[tuple[str, float]],
+    text_chars: int,
+    hints: Sequence[str | None],
+    letters: int | None = None,
 ) -> LanguageResult:
     """Combine detector probabilities with hints (page `<html lang>`, feed language).
 
     A hint adds a bonus to its language's probability, larger for short text; without
-    letters to judge, the first hint wins with low confidence, else "und".
+    enough letters to judge, the first hint wins with low confidence, else "und".
     """
     hint_codes = [c for c in (normalize_code(h) for h in hints) if c]
     if text_chars == 0 or not candidates:
@@ -68,6 +78,9 @@ def decide_language(
     confidence = probabilities.get(best, 0.0)
     if best in hint_codes and confidence < bonus:
         confidence = max(confidence, bonus)
+    if letters is not None and letters < RELIABLE_LETTERS:
+        share = max(letters - MIN_LETTERS, 0) / (RELIABLE_LETTERS - MIN_LETTERS)
+        confidence = min(confidence, 0.5 + 0.5 * share)
     return LanguageResult(best, round(min(max(confidence, 0.0), 1.0), 4))
 
 
@@ -136,12 +149,16 @@ def detect_language(
     detector: str = "langdetect",
     max_chars: int = 1000,
 ) -> LanguageResult:
-    sample = f"{title}\n{text}".strip()[:max_chars] if text else title.strip()[:max_chars]
+    sample = f"{title}\n{text}".strip()[:max_chars]
     letters = len(_LETTER.findall(sample))
-    if letters == 0:
+    proven = cjk_language(sample)
+    if proven is not None and letters < MIN_LETTERS:
+        # A few CJK characters say more than a few Latin letters: the script decides.
+        return decide_language([(proven, 1.0)], len(sample), hints, MIN_LETTERS)
+    if letters < MIN_LETTERS:
         return decide_language([], 0, hints)
     if detector == "py3langid":
         candidates = _langid_candidates(sample)
     else:
         candidates = _langdetect_candidates(sample)
-    return decide_language(_script_corrected(candidates, sample), len(sample), hints)
+    return decide_language(_script_corrected(candidates, sample), len(sample), hints, letters)

@@ -40,7 +40,7 @@ from urllib.parse import urldefrag
 
 from ingestor import frontier, schedule
 from ingestor.assemble import build_record
-from ingestor.config import Config, FeedConfig
+from ingestor.config import Config, FeedConfig, RequestOptions
 from ingestor.dedup import (
     NOT_DUPLICATE,
     DuplicateVerdict,
@@ -319,7 +319,9 @@ class Pipeline:
         self.metrics.inc("feeds_polled")
         started = time.perf_counter()
         try:
-            response = await self.fetcher.fetch_feed(state.url, state.etag, state.last_modified)
+            response = await self.fetcher.fetch_feed(
+                state.url, state.etag, state.last_modified, feed.request
+            )
         except FetchError as exc:
             return await self._feed_failed(feed, state, exc)
         finally:
@@ -599,6 +601,7 @@ class Pipeline:
             charset=page.charset if page else None,
             title=entry.title,
             feed_content=entry.content,
+            feed_summary=entry.summary,
             language_hints=(item.feed_language,),
             use_json_ld=extraction.use_json_ld,
             fast=extraction.fast,
@@ -678,7 +681,9 @@ class Pipeline:
         )
         started = time.perf_counter()
         try:
-            return await self.fetcher.fetch_article(link, respect_robots=robots)
+            return await self.fetcher.fetch_article(
+                link, respect_robots=robots, options=_article_request(feed, link)
+            )
         finally:
             self.metrics.observe("fetch_article", time.perf_counter() - started)
 
@@ -768,6 +773,15 @@ class Pipeline:
             self.metrics.observe("write", time.perf_counter() - started)
         self.metrics.inc("articles_updated" if updated_at else "articles_written")
         return Article.WRITTEN_DUPLICATE if verdict.is_duplicate else Article.WRITTEN
+
+
+def _article_request(feed: FeedConfig, link: str) -> RequestOptions:
+    """A feed's request options for one of its article pages: its headers and credentials
+    only on the feed's own host, its user agent, proxy and timeout everywhere."""
+    options = feed.request
+    if host_key(link) == host_key(feed.url):
+        return options
+    return replace(options, headers=(), auth=None)
 
 
 def _with_meta(state: FeedState, meta: FeedMeta) -> FeedState:

@@ -45,7 +45,8 @@ class ArticleJob:
     page: bytes | None
     title: str
     feed_content: str | None
-    charset: str | None = None  # from the Content-Type header, if any
+    charset: str | None = None
+    feed_summary: str | None = None  # from the Content-Type header, if any
     language_hints: tuple[str | None, ...] = ()
     use_json_ld: bool = True
     fast: bool = False
@@ -76,7 +77,7 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
         )
     else:
         page_text, json_ld_text, meta = "", None, PageMetadata()
-    body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld)
+    body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
     extracted = time.perf_counter()
     title = job.title or meta.title or ""
     language = detect_language(

@@ -6,7 +6,7 @@ import unicodedata
 import pytest
 
 from ingestor.extract import choose_body, extract_page, json_ld_article_body
-from ingestor.language import decide_language, detect_language, normalize_code
+from ingestor.language import LanguageResult, decide_language, detect_language, normalize_code
 from ingestor.record import clean_text
 from ingestor.workers import ArticleJob, WorkerError, analyze_article
 from tests.conftest import LOREM_EN, SEEDS, article_html
@@ -174,11 +174,17 @@ def test_hints_decide_short_text_but_not_long_text():
     assert detect_language("", long_french, ["de"]).language == "fr"
 
 
-def test_und_only_without_letters():
+def test_und_without_enough_letters_to_judge():
     assert detect_language("", "").language == "und"
     assert detect_language("", "12345 --- 2023").language == "und"
     assert detect_language("", "", ["es"]).language == "es"
-    assert detect_language("", "Ok", []).language != "und"
+    # A title alone is no evidence: langdetect calls these Slovak or Dutch at 1.0.
+    for title in ("Ok", "v2.4.0", "Nightly build 2024.11.20 is out"):
+        assert detect_language(title, "").language == "und", title
+    assert detect_language("Nightly build is out", "", ["en"]) == LanguageResult("en", 0.5)
+    # Just over the bar: an answer, but not a certain one.
+    short = detect_language("", "The mayor opened the new bridge today")
+    assert short.language == "en" and 0.5 <= short.confidence < 1.0
 
 
 def test_code_normalization():

@@ -445,9 +445,8 @@ async def test_a_page_failing_forever_gets_its_fallback_record_after_the_attempt
     assert sum(1 for _t, n in down.page_hits if n == 0) == 3
     records = {r["title"]: r for r in read_records(config.output.dir)}
     failed = records["down story 0"]
-    assert failed["extraction_method"] == "none" and failed["summary"] == (
-        "Summary of down story 0."
-    )
+    assert failed["extraction_method"] == "feed_summary"
+    assert failed["text"] == failed["summary"] == "Summary of down story 0."
     assert records["down story 1"]["extraction_method"] == "trafilatura"
     assert any(
         "gave up after 3 attempts" in r.getMessage() and "HTTP 503" in r.getMessage()

@@ -310,8 +310,14 @@ async def test_hostile_farm_breaks_nothing_and_leaks_nothing(tmp_path, serve):
         "Slow to extract",
         "Deeply nested",
     ):
-        assert records[title]["extraction_method"] in ("none", "feed_content"), title
+        # The page was refused or useless: the record has the feed's own text.
+        assert records[title]["extraction_method"] in (
+            "none",
+            "feed_content",
+            "feed_summary",
+        ), title
     assert records["Internal"]["summary"] == "bait one"
+    assert records["Internal"]["text"] == "bait one"
     # Malformed XML: what feedparser recovered; wrong charsets decoded right.
     assert "Recovered item" in records
     assert "Élysée à Noël" in records and "Ça déménage à Zürich" in records
@@ -376,7 +382,8 @@ async def test_disk_full_is_a_clear_error_and_recovers_when_space_returns(tmp_pa
         daemon = await start_daemon(config, log)
         try:
             assert await wait_for(lambda: "disk full" in log.read_text(), 40), log.read_text()
-            assert await wait_for(lambda: log.read_text().count("disk full") >= 5, 20)
+            # Retried (every 10 s, all article work paused meanwhile), never dropped.
+            assert await wait_for(lambda: log.read_text().count("disk full") >= 2, 30)
             # Nothing is marked done and nothing corrupt is left behind.
             assert list(out.rglob("*.json")) == []
             assert daemon.returncode is None

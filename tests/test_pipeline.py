@@ -240,8 +240,15 @@ async def test_failures_fall_back_to_feed_text_and_nothing_disappears(tmp_path, 
     _summary, pipeline = await run_pass(config, worker_pool)
     records = {r["title"]: r for r in read_records(config.output.dir)}
     assert set(records) == {"Broken page", "Robots says no", "Gone page"}
-    assert all(r["extraction_method"] == "none" and r["text"] == "" for r in records.values())
+    # No page: the record carries the feed's own text (here its description), or nothing.
     assert records["Broken page"]["summary"] == "Only the summary is known."
+    assert records["Broken page"]["text"] == "Only the summary is known."
+    assert records["Robots says no"]["text"] == "Private summary."
+    assert records["Broken page"]["extraction_method"] == "feed_summary"
+    assert (records["Gone page"]["text"], records["Gone page"]["extraction_method"]) == (
+        "",
+        "none",
+    )
     assert site.hits.get("/private/p.html") is None
     assert pipeline.metrics.count("article_errors", "robots") == 1
 
@@ -327,7 +334,8 @@ async def test_article_on_blocked_address_is_never_contacted(tmp_path, serve, wo
     _, pipeline = await run_pass(config, worker_pool)
     assert internal.hits == {}
     (record,) = read_records(config.output.dir)
-    assert record["text"] == "" and "secret" not in json.dumps(record)
+    assert record["text"] == "bait" and "secret" not in json.dumps(record)
+    assert record["extraction_method"] == "feed_summary"
     assert pipeline.metrics.count("article_errors", "blocked_address") == 1
 
 
