@@ -423,11 +423,11 @@ def fault_mix(args: argparse.Namespace, root: Path) -> list[str]:
 
 
 async def _fill_frontier(state_path: Path, items: int, hosts: int) -> None:
-    from ingestor import frontier
-    from ingestor.feeds import FeedEntry
-    from ingestor.sqlite_state import SQLiteStateStore
-    from ingestor.state import FeedState, PollCommit
-    from ingestor.urls import TrackingParams
+    from ingestor.core import frontier
+    from ingestor.core.entry import FeedEntry
+    from ingestor.core.state import FeedState, PollCommit
+    from ingestor.core.urls import TrackingParams
+    from ingestor.store.sqlite import SQLiteStateStore
 
     store = SQLiteStateStore(state_path)
     await store.open()

@@ -19,12 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.corpus import TEMPLATES, Story, render_page, stories
+from ingestor.analyze.extract import choose_body, extract_page
+from ingestor.analyze.fingerprint import fingerprint, scheme_id, similarity
 from ingestor.config import DedupConfig
-from ingestor.dedup import judge_duplicate
-from ingestor.extract import choose_body, extract_page
-from ingestor.fingerprint import Fingerprint, fingerprint, scheme_id, similarity
-from ingestor.sqlite_state import SQLiteStateStore
-from ingestor.state import CommitItem
+from ingestor.core.analysis import Fingerprint
+from ingestor.core.dedup import judge_duplicate
+from ingestor.core.state import CommitItem
+from ingestor.store.sqlite import SQLiteStateStore
 
 _WORD = re.compile(r"\w+")
 _CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")

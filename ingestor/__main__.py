@@ -2,6 +2,6 @@
 
 import sys
 
-from ingestor.cli import main
+from ingestor.service.cli import main
 
 sys.exit(main())

@@ -140,3 +140,7 @@ class ParseError(IngestorError):
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         # Raised in worker processes: pickle with the constructor's own arguments.
         return (type(self), (self.url, self.reason))
+
+
+class WorkerError(IngestorError):
+    """A task failed in its worker: time limit, crash, or an unexpected exception."""

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bench.corpus import synthetic_paragraphs
+from ingestor.analyze.pool import WorkerPool
 from ingestor.config import (
     Config,
     ExtractionConfig,
@@ -22,7 +23,6 @@ from ingestor.config import (
     PipelineConfig,
     StateConfig,
 )
-from ingestor.workers import WorkerPool
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"

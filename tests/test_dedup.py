@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ingestor.dedup import judge_duplicate, new_entries, updated_entries
-from ingestor.feeds import FeedEntry
-from ingestor.fingerprint import content_hash, fingerprint, scheme_id, similarity
-from ingestor.state import NearCandidate
+from ingestor.analyze.fingerprint import content_hash, fingerprint, scheme_id, similarity
+from ingestor.core.dedup import judge_duplicate, new_entries, updated_entries
+from ingestor.core.entry import FeedEntry
+from ingestor.core.state import NearCandidate
 from tests.conftest import LOREM_EN
 
 STORY = "\n\n".join(LOREM_EN)
@@ -112,7 +112,7 @@ def test_cjk_text_is_shingled_by_character():
 def test_lsh_shape_matches_datasketch_rule():
     from datasketch.lsh import _optimal_param
 
-    from ingestor.fingerprint import lsh_params
+    from ingestor.analyze.fingerprint import lsh_params
 
     for num_perm in (16, 64, 128, 256):
         for threshold in (0.3, 0.5, 0.7, 0.9):
@@ -124,7 +124,7 @@ def test_lsh_shape_matches_datasketch_rule():
 def test_minhash_values_equal_datasketch_affine32():
     from datasketch import MinHash
 
-    from ingestor.fingerprint import minhash_values, normalized_words, shingles
+    from ingestor.analyze.fingerprint import minhash_values, normalized_words, shingles
 
     texts = [" ".join(LOREM_EN), "Le gouvernement a annoncé mardi de nouvelles mesures " * 5]
     for text in texts:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jsonschema
 
-from ingestor.record import record_schema
+from ingestor.core.record import record_schema
 from tests.conftest import read_records
 from tests.test_extract_language import NOISE, seed_paragraphs
 

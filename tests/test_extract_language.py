@@ -5,10 +5,12 @@ import unicodedata
 
 import pytest
 
-from ingestor.extract import choose_body, extract_page, json_ld_article_body
-from ingestor.language import LanguageResult, decide_language, detect_language, normalize_code
-from ingestor.record import clean_text
-from ingestor.workers import ArticleJob, WorkerError, analyze_article
+from ingestor.analyze.extract import choose_body, extract_page, json_ld_article_body
+from ingestor.analyze.jobs import ArticleJob, analyze_article
+from ingestor.analyze.language import decide_language, detect_language, normalize_code
+from ingestor.core.analysis import LanguageResult
+from ingestor.core.cleaning import clean_text
+from ingestor.errors import WorkerError
 from tests.conftest import LOREM_EN, SEEDS, article_html
 
 SEED_TEXT = (SEEDS / "000_ade475924e1c9f94.txt").read_text("utf-8")
@@ -202,7 +204,7 @@ def test_short_chinese_is_not_read_as_korean():
 def _stock_langdetect(text: str) -> list[tuple[str, float]]:
     from langdetect.detector import Detector
 
-    from ingestor.language import _langdetect_factory
+    from ingestor.analyze.language import _langdetect_factory
 
     detector = Detector(_langdetect_factory())
     detector.append(text)
@@ -210,8 +212,8 @@ def _stock_langdetect(text: str) -> list[tuple[str, float]]:
 
 
 def _vector_langdetect(text: str) -> list[tuple[str, float]]:
-    from ingestor.langdetect_fast import VectorDetector
-    from ingestor.language import _langdetect_factory
+    from ingestor.analyze.langdetect_fast import VectorDetector
+    from ingestor.analyze.language import _langdetect_factory
 
     detector = VectorDetector(_langdetect_factory())
     detector.append(text)

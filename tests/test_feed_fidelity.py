@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from ingestor.config import FeedConfig
-from ingestor.record import record_schema
+from ingestor.core.record import record_schema
 from tests.conftest import make_config, read_records
 from tests.test_pipeline import run_pass
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestor.errors import ParseError
-from ingestor.feeds import parse_feed
+from ingestor.parse.feeds import parse_feed
 from tests.conftest import SEEDS
 
 BASE = "http://127.0.0.1:8000"

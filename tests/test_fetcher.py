@@ -15,7 +15,6 @@ import brotli
 import pytest
 from aiohttp import web
 
-from ingestor.decoding import decode_document
 from ingestor.errors import (
     BlockedAddressError,
     FetchTimeoutError,
@@ -28,8 +27,9 @@ from ingestor.errors import (
     TooLargeError,
     UnsupportedContentError,
 )
-from ingestor.fetcher import Fetcher, parse_freshness, parse_retry_after
-from ingestor.netguard import AddressPolicy
+from ingestor.http.fetcher import Fetcher, parse_freshness, parse_retry_after
+from ingestor.http.netguard import AddressPolicy
+from ingestor.parse.decoding import decode_document
 from tests.conftest import loopback_http
 
 

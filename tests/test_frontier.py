@@ -16,8 +16,12 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from ingestor import frontier
 from ingestor.config import FeedConfig, PipelineConfig
+from ingestor.core import frontier
+from ingestor.core.entry import Enclosure, FeedEntry
+from ingestor.core.frontier import Fallback, HostView, Retry
+from ingestor.core.state import ArticleCommit, FeedState, HostWait, PollCommit
+from ingestor.core.urls import TrackingParams
 from ingestor.errors import (
     BlockedAddressError,
     ConnectError,
@@ -29,12 +33,8 @@ from ingestor.errors import (
     TooLargeError,
     UnsupportedContentError,
 )
-from ingestor.feeds import Enclosure, FeedEntry
-from ingestor.frontier import Fallback, HostView, Retry
-from ingestor.sqlite_state import SQLiteStateStore
-from ingestor.state import ArticleCommit, FeedState, HostWait, PollCommit
-from ingestor.status import collect_status
-from ingestor.urls import TrackingParams
+from ingestor.service.status import collect_status
+from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import article_html, distinct_story, loopback_http, make_config, read_records
 from tests.conftest import rss as rss_bytes
 from tests.test_pipeline import run_pass
@@ -463,9 +463,9 @@ async def test_a_slow_host_with_a_thousand_items_does_not_hold_up_the_others(
     slow = await NewsHost("slow", 1000, crawl_delay=1).start(serve, "127.0.0.6")
     quick = [await NewsHost(f"q{i}", 15).start(serve, f"127.0.0.{7 + i}") for i in range(2)]
     config = farm_config(tmp_path, [slow, *quick], article_concurrency=4)
-    from ingestor.fetcher import Fetcher
-    from ingestor.pipeline import Pipeline
-    from ingestor.sink import FileSink
+    from ingestor.http.fetcher import Fetcher
+    from ingestor.pipeline.pipeline import Pipeline
+    from ingestor.sink.files import FileSink
 
     store = SQLiteStateStore(config.state.path)
     await store.open()

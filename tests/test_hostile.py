@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 from aiohttp import web
 
-from ingestor.record import record_schema
+from ingestor.core.record import record_schema
 from tests.conftest import article_html, distinct_story, read_records, rss
 from tests.test_daemon import Farm, descendants, start_daemon, wait_for, write_config
 from tests.test_feeds import BILLION_LAUGHS, quadratic_blowup, xxe

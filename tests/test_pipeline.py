@@ -11,11 +11,11 @@ import jsonschema
 from aiohttp import web
 
 from ingestor.config import DedupConfig, FeedConfig, HTTPConfig
-from ingestor.fetcher import Fetcher
-from ingestor.pipeline import Pipeline
-from ingestor.record import record_schema
-from ingestor.sink import FileSink
-from ingestor.sqlite_state import SQLiteStateStore
+from ingestor.core.record import record_schema
+from ingestor.http.fetcher import Fetcher
+from ingestor.pipeline.pipeline import Pipeline
+from ingestor.sink.files import FileSink
+from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import (
     LOREM_EN,
     article_html,

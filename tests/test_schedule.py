@@ -4,7 +4,7 @@ import random
 from datetime import UTC, datetime
 
 from ingestor.config import FeedConfig, ScheduleConfig
-from ingestor.schedule import (
+from ingestor.core.schedule import (
     base_interval,
     blocked_until,
     error_backoff,
@@ -13,7 +13,7 @@ from ingestor.schedule import (
     next_due,
     skip_forward,
 )
-from ingestor.state import FeedState
+from ingestor.core.state import FeedState
 
 FEED = FeedConfig(url="https://e.com/feed")
 SCHEDULE = ScheduleConfig(interval=900, min_interval=300, max_interval=86400, jitter=0.1)

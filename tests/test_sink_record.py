@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingestor.core.cleaning import clean_line, clean_text
+from ingestor.core.record import Record, record_schema
 from ingestor.errors import SinkError
-from ingestor.record import Record, clean_line, clean_text, record_schema
-from ingestor.sink import FileSink
+from ingestor.sink.files import FileSink
 
 
 def make_record(**overrides) -> Record:

@@ -4,9 +4,9 @@ import sqlite3
 
 import pytest
 
+from ingestor.core.state import CommitItem, FeedState
 from ingestor.errors import StateError
-from ingestor.sqlite_state import SQLiteStateStore
-from ingestor.state import CommitItem, FeedState
+from ingestor.store.sqlite import SQLiteStateStore
 
 
 async def unseen(store, feed_id, keys):

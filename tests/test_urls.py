@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.urls import TrackingParams, canonicalize_url, record_id, same_site
+from ingestor.core.urls import TrackingParams, canonicalize_url, record_id, same_site
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,143 @@
+"""Content fingerprints: an exact hash of the normalized body and a MinHash signature with
+its LSH band keys (word 3-shingles). Pure and CPU-bound: computed in the worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Callable, Iterable
+from functools import cache
+
+import numpy as np
+
+from ingestor.core.analysis import Fingerprint
+
+SHINGLE_WORDS = 3
+# Fewer shingles than this are too little evidence for a near-duplicate verdict: short texts
+# only take part in exact matching.
+MIN_SHINGLES = 20
+# A CJK character is a token of its own (those scripts put no spaces between words), so
+# shingles there are character trigrams; elsewhere they are word trigrams.
+_WORD = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|"
+    r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+",
+    re.UNICODE,
+)
+_SEED = 1
+_MINHASH_SCHEME = "affine32"
+
+
+def scheme_id(num_perm: int, threshold: float) -> str:
+    """Stored beside every signature: signatures of different schemes never compare."""
+    bands, rows = lsh_params(num_perm, threshold)
+    return (
+        f"datasketch-2.0/{_MINHASH_SCHEME}/sha1/seed{_SEED}/p{num_perm}/b{bands}r{rows}"
+        f"/shingle{SHINGLE_WORDS}-cjkchar"
+    )
+
+
+@cache
+def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
+    """Bands and rows that minimise false positives plus false negatives at threshold
+    (datasketch's MinHashLSH rule, equal weights; computed here because importing
+    datasketch.lsh pulls in scipy, 0.4 s of start-up in every process)."""
+    best, best_error = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            error = _integrate(lambda s, b=bands, r=rows: 1 - (1 - s**r) ** b, 0.0, threshold)
+            error += _integrate(lambda s, b=bands, r=rows: (1 - s**r) ** b, threshold, 1.0)
+            if error < best_error:
+                best, best_error = (bands, rows), error
+    return best
+
+
+def _integrate(
+    function: Callable[[float], float], low: float, high: float, steps: int = 100
+) -> float:
+    width = (high - low) / steps
+    inner = sum(function(low + i * width) for i in range(1, steps))
+    return width * (inner + (function(low) + function(high)) / 2)
+
+
+def normalized_words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def content_hash(text: str) -> str:
+    """Hash of the body with case, punctuation and whitespace folded."""
+    canonical = " ".join(normalized_words(text))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def shingles(words: list[str], size: int = SHINGLE_WORDS) -> set[bytes]:
+    return {
+        " ".join(words[i : i + size]).encode("utf-8") for i in range(max(len(words) - size + 1, 0))
+    }
+
+
+@cache
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch 2.0's affine32 parameters for seed 1: h -> a*h + b mod 2^32, a odd."""
+    generator = np.random.RandomState(_SEED)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    # MurmurHash3's finalizer: datasketch pre-mixes every input hash with it.
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
+def minhash_values(grams: Iterable[bytes], num_perm: int) -> np.ndarray:
+    """datasketch.MinHash(num_perm, seed=1, scheme="affine32").update_batch(grams).hashvalues.
+
+    The same computation written out (tests/test_dedup.py checks it against datasketch):
+    importing datasketch loads its LSH classes and with them scipy, 0.3 s of start-up and
+    about 40 MB in every worker, for a dozen lines of numpy.
+    """
+    hashed = np.fromiter(
+        (int.from_bytes(hashlib.sha1(gram).digest()[:4], "little") for gram in grams),
+        dtype=np.uint32,
+    )
+    a, b = _permutations(num_perm)
+    if hashed.size == 0:
+        return np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
+    permuted = _fmix32(hashed).reshape(-1, 1) * a + b
+    return permuted.min(axis=0)
+
+
+def fingerprint(text: str, num_perm: int = 128, threshold: float = 0.5) -> Fingerprint:
+    words = normalized_words(text)
+    digest = "sha256:" + hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
+    grams = shingles(words)
+    if len(grams) < MIN_SHINGLES:
+        return Fingerprint(digest, None, (), len(grams))
+    values = minhash_values(grams, num_perm)
+    return Fingerprint(digest, values.tobytes(), band_keys(values, num_perm, threshold), len(grams))
+
+
+def band_keys(values: np.ndarray, num_perm: int, threshold: float) -> tuple[int, ...]:
+    """One 63-bit key per LSH band (the band index is mixed in, so bands never collide)."""
+    bands, rows = lsh_params(num_perm, threshold)
+    keys = []
+    for band in range(bands):
+        chunk = values[band * rows : (band + 1) * rows].tobytes()
+        digest = hashlib.blake2b(struct.pack("<H", band) + chunk, digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "little") >> 1)
+    return tuple(keys)
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two signatures of the same scheme."""
+    left = np.frombuffer(a, dtype=np.uint32)
+    right = np.frombuffer(b, dtype=np.uint32)
+    if left.shape != right.shape or left.size == 0:
+        return 0.0
+    return float(np.count_nonzero(left == right)) / float(left.size)

@@ -1,0 +1,80 @@
+"""The process pool for CPU-bound work (feed parsing, extraction, language, fingerprints).
+
+trafilatura and feedparser hold the GIL, so they run in worker processes: a pebble pool
+with a hard per-task time limit; a worker that hangs or crashes is replaced and only its
+one document fails. Workers die with the daemon (PR_SET_PDEATHSIG), even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ingestor.analyze.extract import choose_body, extract_page
+from ingestor.analyze.fingerprint import fingerprint
+from ingestor.analyze.language import detect_language
+from ingestor.core.analysis import ArticleAnalysis, PageMetadata
+from ingestor.core.entry import ParsedFeed
+from ingestor.parse.decoding import decode_document
+from ingestor.parse.feeds import parse_feed
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ArticleJob:
+    url: str
+    # The page as fetched: decoding it here keeps that CPU off the event loop's process.
+    page: bytes | None
+    title: str
+    feed_content: str | None
+    charset: str | None = None
+    feed_summary: str | None = None  # from the Content-Type header, if any
+    language_hints: tuple[str | None, ...] = ()
+    use_json_ld: bool = True
+    fast: bool = False
+    extensive_date_search: bool = False
+    detector: str = "langdetect"
+    max_language_chars: int = 1000
+    num_perm: int = 128
+    threshold: float = 0.5
+
+
+def analyze_article(job: ArticleJob) -> ArticleAnalysis:
+    """Everything CPU-heavy about one article, in one round trip to a worker."""
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    html = decode_document(job.page, job.charset)[0] if job.page else ""
+    if html:
+        page_text, json_ld_text, meta = extract_page(
+            html, job.url, job.fast, job.extensive_date_search
+        )
+    else:
+        page_text, json_ld_text, meta = "", None, PageMetadata()
+    body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
+    extracted = time.perf_counter()
+    title = job.title or meta.title or ""
+    language = detect_language(
+        title,
+        body.text,
+        (meta.html_lang, *job.language_hints),
+        job.detector,
+        job.max_language_chars,
+    )
+    detected = time.perf_counter()
+    prints = fingerprint(body.text, job.num_perm, job.threshold)
+    done = time.perf_counter()
+    timings = {
+        "extract": extracted - started,
+        "language": detected - extracted,
+        "fingerprint": done - detected,
+        "analyze_cpu": time.process_time() - cpu_started,
+    }
+    return ArticleAnalysis(body, meta, language, prints, timings)
+
+
+def parse_feed_job(body: bytes, url: str, content_type: str) -> tuple[ParsedFeed, float]:
+    started = time.perf_counter()
+    parsed = parse_feed(body, url, content_type)
+    return parsed, time.perf_counter() - started

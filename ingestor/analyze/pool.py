@@ -1,0 +1,98 @@
+"""The process pool for CPU-bound work (feed parsing, extraction, language, fingerprints).
+
+trafilatura and feedparser hold the GIL, so they run in worker processes: a pebble pool
+with a hard per-task time limit; a worker that hangs or crashes is replaced and only its
+one document fails. Workers die with the daemon (PR_SET_PDEATHSIG), even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pebble
+
+from ingestor.errors import IngestorError, WorkerError
+
+T = TypeVar("T")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+# Recycle a worker after this many tasks: lxml and trafilatura caches grow slowly.
+_MAX_TASKS_PER_WORKER = 1000
+
+
+def _worker_init() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # SIGINT goes to the whole process group on Ctrl-C; the daemon decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ready() -> bool:
+    return True
+
+
+def default_workers() -> int:
+    return max(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        1,
+    )
+
+
+class WorkerPool:
+    """An asyncio face on a pebble ProcessPool."""
+
+    def __init__(self, workers: int = 0, task_timeout: float = 30.0) -> None:
+        self.workers = workers or default_workers()
+        self.task_timeout = task_timeout
+        context = multiprocessing.get_context("forkserver")
+        # The fork server imports these once; every worker forked from it starts warm.
+        context.set_forkserver_preload(["ingestor.analyze.jobs", "ingestor.analyze.warmup"])
+        self._pool = pebble.ProcessPool(
+            max_workers=self.workers,
+            max_tasks=_MAX_TASKS_PER_WORKER,
+            initializer=_worker_init,
+            context=context,
+        )
+        # pebble starts its processes at the first task: start them now, so that the fork
+        # server's imports overlap with fetching the first feeds instead of following them.
+        self._pool.schedule(_ready)
+
+    async def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        future = self._pool.schedule(function, args=args, timeout=timeout or self.task_timeout)
+        try:
+            return await asyncio.wrap_future(future)
+        except concurrent.futures.TimeoutError:
+            raise WorkerError(
+                f"time limit of {timeout or self.task_timeout:g}s exceeded, worker replaced"
+            ) from None
+        except pebble.ProcessExpired as exc:
+            raise WorkerError(f"worker process died (exit code {exc.exitcode})") from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except IngestorError:
+            raise
+        except Exception as exc:
+            raise WorkerError(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,11 @@
+"""Imported once by the worker pool's fork server: every worker forked from it starts with
+trafilatura, numpy and the language profiles already loaded, instead of spending
+about a second of CPU on each of them per worker (and again after every replacement)."""
+
+import trafilatura  # noqa: F401
+
+from ingestor.analyze.fingerprint import fingerprint
+from ingestor.analyze.language import detect_language
+
+detect_language("", "warm up the language profiles")
+fingerprint(" ".join(f"warm up word {n}" for n in range(40)))

@@ -1,0 +1,47 @@
+"""What the analysis of one article produces (plain data; computed in analyze/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class PageMetadata:
+    title: str | None = None
+    authors: tuple[str, ...] = ()
+    date: datetime | None = None
+    site_name: str | None = None
+    image: str | None = None
+    tags: tuple[str, ...] = ()
+    canonical_url: str | None = None
+    html_lang: str | None = None
+
+
+@dataclass(frozen=True)
+class Body:
+    text: str
+    method: str  # trafilatura | json_ld | feed_content | feed_summary | none
+
+
+@dataclass(frozen=True)
+class LanguageResult:
+    language: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    content_hash: str
+    signature: bytes | None  # uint32 hash values, little-endian; None when too short
+    band_keys: tuple[int, ...]
+    shingles: int
+
+
+@dataclass(frozen=True)
+class ArticleAnalysis:
+    body: Body
+    meta: PageMetadata
+    language: LanguageResult
+    fingerprint: Fingerprint
+    timings: dict[str, float] = field(default_factory=dict)

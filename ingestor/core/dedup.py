@@ -1,0 +1,82 @@
+"""Deduplication decisions (pure: plain data in, verdicts out; no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ingestor.analyze.fingerprint import similarity
+from ingestor.core.entry import FeedEntry
+from ingestor.core.state import NearCandidate
+
+
+@dataclass(frozen=True)
+class DuplicateVerdict:
+    duplicate_of: str | None = None
+    kind: str | None = None  # "exact" | "near"
+    similarity: float | None = None
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.duplicate_of is not None
+
+
+NOT_DUPLICATE = DuplicateVerdict()
+
+
+def judge_duplicate(
+    exact_match: str | None,
+    signature: bytes | None,
+    candidates: Sequence[NearCandidate],
+    threshold: float,
+) -> DuplicateVerdict:
+    """Exact body match first; else the earliest-ingested candidate at or above threshold.
+
+    Candidates come from LSH band collisions, which over-approximate: each is confirmed by
+    its estimated Jaccard similarity, so a short text quoting a long one (small overlap
+    relative to the union) is not a duplicate.
+    """
+    if exact_match is not None:
+        return DuplicateVerdict(exact_match, "exact", 1.0)
+    if signature is None:
+        return NOT_DUPLICATE
+    matches = [(c.ingested_at, c.record_id, similarity(signature, c.signature)) for c in candidates]
+    matches = [m for m in matches if m[2] >= threshold]
+    if not matches:
+        return NOT_DUPLICATE
+    _ingested, record_id, score = min(matches)
+    return DuplicateVerdict(record_id, "near", round(score, 4))
+
+
+def new_entries(entries: Iterable[FeedEntry], unseen_keys: set[str]) -> list[FeedEntry]:
+    """Entries whose key this feed has not produced before, first occurrence only."""
+    seen: set[str] = set()
+    result = []
+    for entry in entries:
+        if entry.key in unseen_keys and entry.key not in seen:
+            seen.add(entry.key)
+            result.append(entry)
+    return result
+
+
+def updated_entries(
+    entries: Iterable[FeedEntry], known_updated: dict[str, float | None]
+) -> list[FeedEntry]:
+    """Known entries whose feed `updated` time moved forward (candidates for re-emission)."""
+    result = []
+    for entry in entries:
+        if entry.key not in known_updated or entry.updated is None:
+            continue
+        before = known_updated[entry.key]
+        if before is not None and entry.updated.timestamp() > before + 1:
+            result.append(entry)
+    return result
+
+
+def changed_substantially(
+    old_signature: bytes | None, new_signature: bytes | None, update_threshold: float
+) -> bool:
+    """A body counts as changed when its similarity to the old one falls below the bar."""
+    if old_signature is None or new_signature is None:
+        return old_signature != new_signature
+    return similarity(old_signature, new_signature) < update_threshold

@@ -1,0 +1,53 @@
+"""A feed entry and its feed, as parsed: the plain data every layer shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    url: str
+    type: str | None = None
+    length: int | None = None
+    duration: int | None = None  # seconds (itunes:duration, JSON Feed duration_in_seconds)
+    episode: int | None = None
+    season: int | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    key: str
+    link: str | None
+    title: str
+    summary: str | None
+    content: str | None
+    authors: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    published: datetime | None = None
+    updated: datetime | None = None
+    enclosures: tuple[Enclosure, ...] = ()
+    # The link is shared with other entries of the feed (a podcast's show page, a live
+    # blog): the entry is an item of its own, and the link is not its article page.
+    shared_link: bool = False
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    title: str | None = None
+    link: str | None = None
+    language: str | None = None
+    ttl: float | None = None
+    skip_hours: frozenset[int] = frozenset()
+    skip_days: frozenset[int] = frozenset()  # 0 = Monday, as datetime.weekday()
+    update_period: float | None = None  # seconds between updates, from sy:*
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    format: str
+    meta: FeedMeta
+    entries: tuple[FeedEntry, ...] = ()
+    warning: str | None = field(default=None)

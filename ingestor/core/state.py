@@ -1,0 +1,151 @@
+"""The state store interface (backend-neutral, async) and the plain data it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ingestor.core.frontier import FrontierItem, NewItem
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """Everything remembered about one feed between polls and across restarts."""
+
+    feed_id: str  # the configured URL: the feed's identity even after a 301
+    effective_url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    title: str | None = None
+    site_link: str | None = None
+    language: str | None = None
+    ttl: float | None = None
+    skip_hours: tuple[int, ...] = ()
+    skip_days: tuple[int, ...] = ()
+    update_period: float | None = None
+    fresh_until: float = 0.0  # Cache-Control / Expires: not polled again before this
+    not_before: float = 0.0  # Retry-After
+    error_count: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    last_fetch_at: float | None = None
+    disabled_reason: str | None = None
+    disabled_config: str | None = None  # the feed config the disabling applied to
+    next_due: float = 0.0
+    items: int = 0
+    recent_entry_times: tuple[float, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return self.effective_url or self.feed_id
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    record_id: str
+    canonical_url: str
+    location: str
+    done: bool
+    content_hash: str | None = None
+    first_ingested: float = 0.0
+
+
+@dataclass(frozen=True)
+class NearCandidate:
+    record_id: str
+    signature: bytes
+    ingested_at: float
+
+
+@dataclass(frozen=True)
+class CommitItem:
+    """What becomes true, in one transaction, once a record file is safely written."""
+
+    record_id: str
+    canonical_url: str
+    content_hash: str
+    feed_id: str
+    entry_key: str
+    scheme: str
+    signature: bytes | None
+    band_keys: Sequence[int]
+    committed_at: float
+    entry_updated: float | None = None
+
+
+@dataclass(frozen=True)
+class HostWait:
+    """A host asked us not to come back before `until` (Retry-After, 429)."""
+
+    host: str
+    until: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PollCommit:
+    """What one feed poll makes true, in one transaction: the feed's new state (validators,
+    body hash, schedule), its new entries queued in the frontier and their keys seen."""
+
+    state: FeedState
+    items: Sequence[NewItem] = ()
+    host_wait: HostWait | None = None
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    items: list[FrontierItem]
+    # Per host asked for: the earliest not_before among its unclaimed items (None: none).
+    host_next: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArticlePrep:
+    """The one look-up before a record is written: its reserved location, the record
+    already under this id (if any), and the dedup candidates."""
+
+    location: str
+    existing: RecordRef | None
+    exact: str | None = None
+    candidates: list[NearCandidate] = field(default_factory=list)
+    old_signature: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ArticleCommit:
+    """What becomes true, in one transaction, when a frontier item is finished: the record
+    (when one was written), the entry seen, the item gone from the frontier."""
+
+    item_id: int
+    feed_id: str
+    entry_key: str
+    committed_at: float
+    record: CommitItem | None = None
+    seen_record_id: str | None = None  # duplicate, dropped, unchanged: the record it maps to
+    entry_updated: float | None = None
+    release_record: str | None = None  # a reservation never written (a dropped duplicate)
+    failure: str | None = None  # why the page was not used (the record has the feed's text)
+    failed_url: str | None = None
+
+
+@dataclass(frozen=True)
+class FrontierRow:
+    """One line of the frontier summary (`status`): per host or per feed."""
+
+    key: str
+    queued: int
+    ready_at: float
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class FrontierSummary:
+    size: int = 0
+    oldest_enqueued_at: float | None = None
+    hosts: list[FrontierRow] = field(default_factory=list)
+    feeds: list[FrontierRow] = field(default_factory=list)
+    # feed id -> (article URL, error, when): the last page given up on, per feed
+    failures: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)

@@ -1,0 +1,397 @@
+"""All HTTP goes through here: one shared aiohttp session, polite and size-capped.
+
+fetch(url) = for each attempt (transient errors retried with backoff and jitter):
+               for each redirect hop (at most max_redirects, loops detected):
+                 wait for a host slot (concurrency cap, min delay, Retry-After)
+                 GET without following redirects; the socket factory refuses internal
+                 addresses; the body is streamed and cut at its (decompressed) size cap
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from ingestor.config import HTTPConfig, RequestOptions
+from ingestor.core.urls import host_key
+from ingestor.errors import (
+    BlockedAddressError,
+    ConnectError,
+    FetchError,
+    FetchTimeoutError,
+    GoneError,
+    HostBackoffError,
+    HTTPStatusError,
+    RateLimitedError,
+    RedirectError,
+    RobotsDisallowedError,
+    TooLargeError,
+    UnsupportedContentError,
+)
+from ingestor.http.netguard import GUARD_MARKER, AddressPolicy
+from ingestor.http.politeness import HostLimiter
+from ingestor.http.robots import RobotsCache
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+_PERMANENT = (301, 308)
+_CHUNK = 64 * 1024
+_ROBOTS_MAX_BYTES = 512 * 1024
+_MAX_RETRY_AFTER = 7 * 86400.0
+# A Crawl-delay above this is taken as this: a site asking for minutes between requests
+# would otherwise stall every article on it for hours.
+_MAX_CRAWL_DELAY = 30.0
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
+_BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF")
+_NO_OPTIONS = RequestOptions()
+_MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str
+    final_url: str
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    charset: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_url: str | None = None
+    max_age: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds or an HTTP-date; returns the wall-clock time to wait for."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + min(float(value), _MAX_RETRY_AFTER)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return min(max(moment.timestamp(), now), now + _MAX_RETRY_AFTER)
+
+
+def parse_freshness(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds the response stays fresh (Cache-Control max-age, else Expires)."""
+    cache_control = headers.get("Cache-Control", "")
+    if cache_control:
+        if re.search(r"no-cache|no-store", cache_control, re.IGNORECASE):
+            return 0.0
+        ages = {name.lower(): int(v) for name, v in _MAX_AGE.findall(cache_control)}
+        if "max-age" in ages or "s-maxage" in ages:
+            return float(ages.get("max-age", ages.get("s-maxage", 0)))
+    expires = headers.get("Expires")
+    if expires:
+        try:
+            moment = email.utils.parsedate_to_datetime(expires)
+        except (TypeError, ValueError, IndexError):
+            return 0.0
+        return max(0.0, moment.timestamp() - now)
+    return None
+
+
+def looks_binary(body: bytes) -> bool:
+    head = body[:512]
+    return head.startswith(_BINARY_MAGIC) or b"\x00" in head
+
+
+class Fetcher:
+    """Fetches feeds and article pages. Use as `async with Fetcher(config.http) as f:`."""
+
+    def __init__(self, config: HTTPConfig, *, limiter: HostLimiter | None = None) -> None:
+        self.config = config
+        self.policy = AddressPolicy(config.allowed_networks)
+        self.limiter = limiter or HostLimiter(config.per_host_connections, config.per_host_delay)
+        self.robots = RobotsCache(self._get_robots, config.user_agent)
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> Fetcher:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            limit_per_host=max(self.config.per_host_connections, 1) * 2,
+            ttl_dns_cache=300,
+            socket_factory=self.policy.socket_factory,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={
+                "User-Agent": self.config.user_agent,
+                "Accept-Encoding": "gzip, deflate, br",
+            },
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- public API ---
+
+    async def fetch_feed(
+        self,
+        url: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        options: RequestOptions | None = None,
+    ) -> FetchResult:
+        headers = {
+            "Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
+            "application/json, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5",
+        }
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        return await self.fetch(
+            url, max_bytes=self.config.max_feed_bytes, headers=headers, options=options
+        )
+
+    async def fetch_article(
+        self, url: str, respect_robots: bool = True, options: RequestOptions | None = None
+    ) -> FetchResult:
+        _check_scheme(url)
+        if respect_robots:
+            if not await self.robots.allowed(url):
+                raise RobotsDisallowedError(url, "disallowed by robots.txt")
+            crawl_delay = await self.robots.crawl_delay(url)
+            if crawl_delay:
+                self.limiter.set_host_delay(host_key(url), min(crawl_delay, _MAX_CRAWL_DELAY))
+        result = await self.fetch(
+            url,
+            max_bytes=self.config.max_article_bytes,
+            headers={"Accept": "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"},
+            options=options,
+        )
+        media = result.content_type
+        if (media and not media.startswith(_HTML_TYPES)) or looks_binary(result.body):
+            what = media or "binary content"
+            raise UnsupportedContentError(url, f"not an HTML page ({what}), skipped")
+        return result
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: Mapping[str, str] | None = None,
+        options: RequestOptions | None = None,
+    ) -> FetchResult:
+        """GET with redirects, retries and caps; raises a FetchError subclass on failure."""
+        attempts = self.config.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._follow_redirects(
+                    url, max_bytes, dict(headers or {}), options or _NO_OPTIONS
+                )
+            except FetchError as exc:
+                if not exc.transient or attempt == attempts - 1:
+                    raise
+                delay = self.config.retry_base_delay * (2**attempt)
+                delay *= self._rng.uniform(0.5, 1.5)
+                log.debug("retrying %s in %.2fs after: %s", url, delay, exc)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- internals ---
+
+    async def _follow_redirects(
+        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
+    ) -> FetchResult:
+        current = url
+        visited = {url}
+        permanent_url: str | None = None
+        still_permanent = True
+        for _hop in range(self.config.max_redirects + 1):
+            _check_scheme(current)
+            if host_key(current) != host_key(url):
+                # A feed's own headers and credentials never follow it to another host.
+                options = replace(options, headers=(), auth=None)
+            status, response_headers, body = await self._request(
+                current, max_bytes, headers, options
+            )
+            if status in _REDIRECTS:
+                location = response_headers.get("Location")
+                if not location:
+                    raise RedirectError(current, f"HTTP {status} without a Location header")
+                target = urljoin(current, location.strip())
+                if target in visited:
+                    raise RedirectError(url, f"redirect loop at {target}")
+                visited.add(target)
+                if still_permanent and status in _PERMANENT:
+                    permanent_url = target
+                else:
+                    still_permanent = False
+                current = target
+                continue
+            return self._result(url, current, status, response_headers, body, permanent_url)
+        raise RedirectError(url, f"more than {self.config.max_redirects} redirects")
+
+    def _result(
+        self,
+        url: str,
+        final_url: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        permanent_url: str | None,
+    ) -> FetchResult:
+        content_type = headers.get("Content-Type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        charset_match = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
+        return FetchResult(
+            url=url,
+            final_url=final_url,
+            status=status,
+            body=body,
+            content_type=media,
+            charset=charset_match.group(1) if charset_match else None,
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+            permanent_url=permanent_url,
+            max_age=parse_freshness(headers, time.time()),
+            headers={"content-type": content_type, "content-location": final_url},
+        )
+
+    async def _request(
+        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        if self._session is None:
+            raise RuntimeError("Fetcher is not open")
+        total = options.timeout or self.config.total_timeout
+        timeout = aiohttp.ClientTimeout(
+            total=total,
+            connect=min(self.config.connect_timeout, total),
+            sock_read=min(self.config.read_timeout, total),
+        )
+        sent = {**dict(options.headers), **headers}
+        if options.user_agent:
+            sent["User-Agent"] = options.user_agent
+        auth = options.auth
+        host = host_key(url)
+        async with self.limiter.slot(host, url):
+            try:
+                async with self._session.get(
+                    url,
+                    headers=sent,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    proxy=options.proxy or self.config.proxy,
+                    auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
+                ) as response:
+                    status = response.status
+                    if status in (429, 503):
+                        not_before = parse_retry_after(
+                            response.headers.get("Retry-After"), time.time()
+                        )
+                        if not_before is not None:
+                            self.limiter.defer_host(host, not_before)
+                            raise RateLimitedError(url, status, not_before)
+                    if status == 410:
+                        raise GoneError(url, status, "Gone")
+                    if status >= 400:
+                        raise HTTPStatusError(url, status, response.reason or "")
+                    if status in _REDIRECTS or status == 304:
+                        return status, response.headers, b""
+                    body = await _read_capped(response, url, max_bytes)
+                    return status, response.headers, body
+            except FetchError:
+                raise
+            except TimeoutError:
+                raise FetchTimeoutError(url, f"timed out (total {total:g}s)") from None
+            except aiohttp.ClientConnectorError as exc:
+                if GUARD_MARKER in str(exc):
+                    raise BlockedAddressError(url, _guard_reason(str(exc))) from None
+                raise ConnectError(url, f"cannot connect: {exc.os_error.strerror or exc}") from None
+            except aiohttp.TooManyRedirects:
+                raise RedirectError(url, "too many redirects") from None
+            except aiohttp.InvalidURL:
+                raise FetchError(url, "invalid URL") from None
+            except aiohttp.ClientPayloadError as exc:
+                raise ConnectError(url, f"broken response body: {_first_line(exc)}") from None
+            except aiohttp.ClientResponseError as exc:
+                raise FetchError(url, f"bad response: {_first_line(exc)}") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ConnectError(url, f"connection failed: {_first_line(exc)}") from None
+
+    async def _get_robots(self, url: str) -> tuple[int, bytes]:
+        try:
+            result = await self.fetch(url, max_bytes=_ROBOTS_MAX_BYTES)
+        except HTTPStatusError as exc:
+            return exc.status or 0, b""
+        except TooLargeError:
+            return 200, b""
+        except (BlockedAddressError, HostBackoffError, RateLimitedError):
+            raise  # the article itself would be refused or deferred for the same reason
+        except FetchError as exc:
+            log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
+            return 0, b""
+        return result.status, result.body
+
+
+async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise TooLargeError(url, f"body of {declared} bytes exceeds the cap of {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    # iter_chunked yields decompressed bytes, so the cap bounds inflated size too.
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLargeError(url, f"body exceeds the cap of {max_bytes} bytes (decoded)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_scheme(url: str) -> None:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        raise FetchError(url, "invalid URL") from None
+    if scheme not in ("http", "https"):
+        raise BlockedAddressError(url, f"scheme {scheme or '(none)'!r} is not http or https")
+
+
+def _guard_reason(text: str) -> str:
+    start = text.find(GUARD_MARKER)
+    end = text.find("allowed_networks", start)
+    return text[start : end + len("allowed_networks")] if end > start else GUARD_MARKER
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,194 @@
+"""Runs the durable frontier: claims due items host by host and hands each to a worker.
+
+The items stay in the state store; this keeps only a small board per host (the earliest
+due item, how many are in flight, when it may be sent the next one), so 50,000 queued
+items cost no memory here. Which host goes next is decided by `frontier.plan_claims`.
+
+run loop:
+    plan = frontier.plan_claims(board, now, free slots)      # earliest-due host first
+    items = store.claim_articles(plan)                       # one transaction, leased
+    start work(item) for each; its result may put the host back on the board later
+    sleep until the next host is ready, an item is added, or a worker finishes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+
+from ingestor.core import frontier
+from ingestor.core.frontier import FrontierItem, HostView
+from ingestor.http.politeness import HostLimiter
+from ingestor.store.protocol import StateStore
+
+log = logging.getLogger(__name__)
+
+# An in-process claim is released by the work's own commit; the lease only matters when
+# that never comes (a crash), and a restart clears it anyway.
+_LEASE_SECONDS = 3600.0
+_MAX_SLEEP = 5.0
+
+# work(item) -> None when the item is finished, else the time it is due again.
+Work = Callable[[FrontierItem], Awaitable[float | None]]
+
+
+class ArticleDispatcher:
+    def __init__(
+        self,
+        store: StateStore,
+        limiter: HostLimiter,
+        work: Work,
+        *,
+        concurrency: int,
+        per_host: int,
+        batch: int,
+    ) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.work = work
+        self.concurrency = concurrency
+        self.per_host = per_host
+        self.batch = batch
+        self._board: dict[str, float] = {}  # host -> earliest due unclaimed item
+        self._in_flight: Counter[str] = Counter()
+        self._next_dispatch: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._paused_until = 0.0
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        now = time.time()
+        self._board = await self.store.frontier_hosts(now)
+        for host, until in (await self.store.host_waits(now)).items():
+            self.limiter.defer_host(host, until)
+        self._loop_task = asyncio.create_task(self._run(), name="article-dispatcher")
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Claim nothing more; give work in flight `grace` seconds, then cancel it. Items
+        cut short stay in the frontier and are claimed again after a restart."""
+        self._accepting = False
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks and grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # --- what others tell it ---
+
+    def add(self, hosts: Mapping[str, float]) -> None:
+        """New items were committed: host -> the earliest time one is due."""
+        for host, due in hosts.items():
+            self._board[host] = min(self._board.get(host, due), due)
+        self._wake.set()
+
+    def pause(self, until: float) -> None:
+        """Claim nothing before `until` (the output is failing: every item would fail)."""
+        self._paused_until = max(self._paused_until, until)
+
+    # --- what others ask ---
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def hosts_waiting(self, now: float) -> int:
+        return sum(1 for host in self._board if self.limiter.not_before(host) > now)
+
+    def views(self, now: float) -> dict[str, HostView]:
+        hosts = set(self._board) | {h for h, n in self._in_flight.items() if n}
+        return {
+            host: HostView(
+                earliest_due=self._board.get(host, float("inf")),
+                in_flight=self._in_flight[host],
+                wait_until=self.limiter.not_before(host),
+                next_dispatch=self._next_dispatch.get(host, 0.0),
+            )
+            for host in hosts
+        }
+
+    async def wait_settled(self, max_wait: float) -> None:
+        """Return once nothing is in flight and nothing is due within `max_wait`."""
+        while True:
+            self._progress.clear()
+            now = time.time()
+            if frontier.settled(self.views(now), self.in_flight, now, max_wait):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), 1.0)
+
+    # --- the loop ---
+
+    def _spaced(self) -> dict[str, bool]:
+        return {host: self.limiter.delay_for(host) > 0 for host in self._board}
+
+    async def _run(self) -> None:
+        while self._accepting:
+            self._wake.clear()
+            now = time.time()
+            spaced = self._spaced()
+            room = min(self.concurrency - len(self._tasks), self.batch)
+            if self._paused_until > now:
+                room = 0
+            plan = frontier.plan_claims(self.views(now), now, room, self.per_host, spaced)
+            if plan:
+                result = await self.store.claim_articles(plan, now, now + _LEASE_SECONDS)
+                for host, due in result.host_next.items():
+                    if due is None:
+                        self._board.pop(host, None)
+                    else:
+                        self._board[host] = due
+                for item in result.items:
+                    self._launch(item, now)
+                self._progress.set()
+                if result.items:
+                    continue
+            wake_at = max(
+                frontier.next_wakeup(self.views(now), self.per_host, spaced), self._paused_until
+            )
+            timeout = min(max(wake_at - time.time(), 0.005), _MAX_SLEEP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _launch(self, item: FrontierItem, now: float) -> None:
+        self._in_flight[item.host] += 1
+        delay = self.limiter.delay_for(item.host) if item.host else 0.0
+        if delay > 0:
+            self._next_dispatch[item.host] = now + delay
+        task = asyncio.create_task(self._do(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _do(self, item: FrontierItem) -> None:
+        due_again: float | None = None
+        try:
+            due_again = await self.work(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The work handles its own failures; this is a bug. The item stays leased in
+            # the frontier and comes back after a restart.
+            log.exception("article %s (feed %s): unexpected error", item.entry.link, item.feed_id)
+        finally:
+            self._in_flight[item.host] -= 1
+            if self._in_flight[item.host] <= 0:
+                del self._in_flight[item.host]
+            if due_again is not None:
+                self._board[item.host] = min(self._board.get(item.host, due_again), due_again)
+            self._wake.set()
+            self._progress.set()

@@ -1,0 +1,277 @@
+"""The long-running service: one APScheduler tick job dispatches the feeds that are due.
+
+Due times live in state (they survive restarts) and in a heap in memory; the tick pops
+what is due, so 10,000 feeds cost one cheap job, not 10,000 interval jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from ingestor.config import Config, FeedConfig, load_config
+from ingestor.core import schedule
+from ingestor.core.metrics import Metrics
+from ingestor.errors import ConfigError
+from ingestor.pipeline.pipeline import Pipeline, PollOutcome, PollStatus
+from ingestor.service.metrics import MetricsServer
+from ingestor.service.runtime import open_pipeline
+
+log = logging.getLogger(__name__)
+_PRUNE_EVERY = 3600.0
+
+
+class DueQueue:
+    """Feeds by next due time. Re-scheduling a feed leaves its old heap entry stale; stale
+    entries are skipped when they surface (cheaper than removing them)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
+
+    def set(self, feed_id: str, due: float) -> None:
+        self._due[feed_id] = due
+        heapq.heappush(self._heap, (due, feed_id))
+        if len(self._heap) > 4 * len(self._due) + 64:
+            self._heap = [(d, f) for f, d in self._due.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, feed_id: str) -> None:
+        self._due.pop(feed_id, None)
+
+    def pop_due(self, now: float, limit: int) -> list[str]:
+        ready: list[str] = []
+        while self._heap and self._heap[0][0] <= now and len(ready) < limit:
+            due, feed_id = heapq.heappop(self._heap)
+            if self._due.get(feed_id) == due:
+                del self._due[feed_id]
+                ready.append(feed_id)
+        return ready
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.feeds: dict[str, FeedConfig] = {f.feed_id: f for f in config.feeds if f.enabled}
+        self.due = DueQueue()
+        self.metrics = Metrics()
+        self.rng = random.Random()
+        self.pipeline: Pipeline | None = None
+        self._running: dict[str, asyncio.Task[PollOutcome]] = {}
+        self._stopping = asyncio.Event()
+        self._accepting = True
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        server: MetricsServer | None = None
+        async with open_pipeline(self.config, self.metrics) as pipeline:
+            self.pipeline = pipeline
+            now = time.time()
+            spread = min(self.config.schedule.interval, 60.0)
+            for feed_id in self.feeds:
+                self.due.set(
+                    feed_id, schedule.first_due(pipeline.states.get(feed_id), now, spread, self.rng)
+                )
+            self.metrics.gauges["feeds_scheduled"] = lambda: float(len(self.feeds))
+            self.metrics.gauges["feeds_polling"] = lambda: float(len(self._running))
+            if self.config.metrics.enabled:
+                server = MetricsServer(
+                    self.metrics,
+                    self.config.metrics.host,
+                    self.config.metrics.port,
+                    lambda: self._accepting,
+                )
+                await server.start()
+                log.info("metrics on http://%s:%d/metrics", server.host, server.port)
+            scheduler = AsyncIOScheduler(event_loop=loop)
+            scheduler.add_job(
+                self._tick,
+                "interval",
+                seconds=self.config.schedule.tick,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            scheduler.add_job(
+                self._prune,
+                "interval",
+                seconds=_PRUNE_EVERY,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            scheduler.start()
+            log.info(
+                "ingestor running: %d feeds, output %s, state %s",
+                len(self.feeds),
+                self.config.output.dir,
+                self.config.state.path,
+            )
+            self._dispatch_due()
+            try:
+                await self._stopping.wait()
+            finally:
+                scheduler.shutdown(wait=False)
+                await self._drain()
+                if server is not None:
+                    await server.stop()
+        log.info("ingestor stopped cleanly")
+        return 0
+
+    def request_stop(self, reason: str = "stop") -> None:
+        if self._accepting:
+            log.info(
+                "%s received: finishing in-flight work (grace %.0fs)",
+                reason,
+                self.config.pipeline.shutdown_grace,
+            )
+        self._accepting = False
+        self._stopping.set()
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.pipeline.shutdown_grace
+        tasks = list(self._running.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.config.pipeline.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if pending:
+                log.info(
+                    "abandoned %d feed poll(s) at shutdown; they are redone next start",
+                    len(pending),
+                )
+        if self.pipeline is not None:
+            # Articles in flight share what is left of the grace; the rest stay queued.
+            await self.pipeline.stop(max(deadline - time.monotonic(), 0.0))
+
+    async def _tick(self) -> None:
+        # A coroutine on purpose: APScheduler runs plain functions in a thread pool, but
+        # dispatching must happen on the event loop.
+        self._dispatch_due()
+
+    def _dispatch_due(self) -> None:
+        if not self._accepting or self.pipeline is None:
+            return
+        room = self.config.pipeline.max_concurrent_feeds - len(self._running)
+        if room <= 0:
+            return
+        for feed_id in self.due.pop_due(time.time(), room):
+            feed = self.feeds.get(feed_id)
+            if feed is None or feed_id in self._running:
+                continue
+            task = asyncio.create_task(self._poll(feed))
+            self._running[feed_id] = task
+
+    async def _poll(self, feed: FeedConfig) -> PollOutcome:
+        assert self.pipeline is not None
+        outcome: PollOutcome | None = None
+        try:
+            outcome = await self.pipeline.poll_feed(feed)
+            if outcome.new_entries:
+                log.info("feed %s: %d new entries queued", feed.url, outcome.new_entries)
+            return outcome
+        except Exception:
+            log.exception("feed %s: unexpected error while polling", feed.url)
+            return PollOutcome(feed.feed_id, PollStatus.FAILED)
+        finally:
+            self._running.pop(feed.feed_id, None)
+            if feed.feed_id in self.feeds and self.feeds[feed.feed_id] is feed:
+                state = self.pipeline.state_of(feed)
+                due = (
+                    state.next_due
+                    if state.next_due > time.time()
+                    else (
+                        time.time()
+                        + schedule.error_backoff(
+                            1, self.config.schedule.interval, self.config.schedule
+                        )
+                    )
+                )
+                skipped = outcome is not None and outcome.status is PollStatus.SKIPPED
+                if skipped and outcome is not None and outcome.retry_at is not None:
+                    # Skipped because its host asked for a pause: poll it right after.
+                    due = min(due, outcome.retry_at + self.rng.uniform(0, 2.0))
+                if not state.disabled_reason:
+                    self.due.set(feed.feed_id, due)
+
+    async def _prune(self) -> None:
+        if self.pipeline is None:
+            return
+        removed = await self.pipeline.store.prune(
+            time.time(), self.config.state.seen_entry_max_age, self.config.dedup.window
+        )
+        if removed:
+            log.info("pruned %d old entry keys and fingerprints", removed)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; feeds added, removed and changed take effect now."""
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: no configuration file to reload")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload rejected, keeping the running config: %s", problem)
+            return
+        old_feeds = self.feeds
+        new_feeds = {f.feed_id: f for f in new.feeds if f.enabled}
+        now = time.time()
+        added = [f for f in new_feeds if f not in old_feeds]
+        removed = [f for f in old_feeds if f not in new_feeds]
+        changed = [f for f in new_feeds if f in old_feeds and new_feeds[f] != old_feeds[f]]
+        self.feeds = new_feeds
+        if self.pipeline is not None:
+            self.pipeline.set_feeds(new.feeds)
+        for feed_id in removed:
+            self.due.discard(feed_id)
+        for feed_id in added:
+            state = self.pipeline.states.get(feed_id) if self.pipeline else None
+            spread = min(new.schedule.interval, 30.0)  # added feeds: soon, not all at once
+            self.due.set(feed_id, schedule.first_due(state, now, spread, self.rng))
+        for feed_id in changed:
+            # A changed feed (e.g. a new interval, or a fix for a 410) is polled soon.
+            self.due.set(feed_id, now + self.rng.uniform(0, 5.0))
+        untouched = [
+            s
+            for s in (
+                "http",
+                "extraction",
+                "dedup",
+                "language",
+                "output",
+                "state",
+                "pipeline",
+                "metrics",
+                "schedule",
+            )
+            if getattr(new, s) != getattr(self.config, s)
+        ]
+        self.config = new
+        log.info(
+            "config reloaded: %d feeds (%d added, %d removed, %d changed)",
+            len(new_feeds),
+            len(added),
+            len(removed),
+            len(changed),
+        )
+        if untouched:
+            log.warning("changes to %s take effect after a restart", ", ".join(untouched))

@@ -1,0 +1,44 @@
+"""In-process metrics with Prometheus text exposition, and the optional HTTP endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ingestor.core.metrics import Metrics
+
+
+class MetricsServer:
+    """`/healthz` and `/metrics` on host:port (127.0.0.1 by default)."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self.healthy = healthy
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        ok = self.healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        await self.metrics.collect()
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")

@@ -1,0 +1,172 @@
+"""`ingestor status`: a per-feed table (or JSON) from the state store."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ingestor.config import Config
+from ingestor.core.state import FeedState, FrontierRow, FrontierSummary
+from ingestor.store.sqlite import SQLiteStateStore
+
+
+def _when(moment: float | None, now: float) -> str:
+    if not moment:
+        return "-"
+    delta = moment - now
+    stamp = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M")
+    ago = abs(delta)
+    span = (
+        f"{ago / 86400:.0f}d"
+        if ago >= 86400
+        else (f"{ago / 3600:.0f}h" if ago >= 3600 else f"{ago / 60:.0f}m")
+    )
+    return f"{stamp} ({'in ' + span if delta > 0 else span + ' ago'})"
+
+
+def _queue(row: FrontierRow | None) -> dict[str, Any]:
+    if row is None:
+        return {"queued": 0, "queue_due": None, "queue_attempts": 0, "queue_last_error": None}
+    return {
+        "queued": row.queued,
+        "queue_due": row.ready_at,
+        "queue_attempts": row.attempts,
+        "queue_last_error": row.last_error,
+    }
+
+
+def feed_rows(
+    config: Config, states: dict[str, FeedState], frontier: FrontierSummary | None = None
+) -> list[dict[str, Any]]:
+    frontier = frontier or FrontierSummary()
+    queues = {row.key: row for row in frontier.feeds}
+    rows = []
+    for feed in config.feeds:
+        state = states.get(feed.feed_id) or FeedState(feed_id=feed.feed_id)
+        failure = frontier.failures.get(feed.feed_id)
+        rows.append(
+            {
+                "name": feed.name or state.title or feed.url,
+                "url": feed.url,
+                "effective_url": state.effective_url,
+                "enabled": feed.enabled,
+                "last_fetch": state.last_fetch_at,
+                "last_success": state.last_success_at,
+                "last_error": state.last_error,
+                "consecutive_failures": state.error_count,
+                "items": state.items,
+                "next_due": state.next_due or None,
+                "disabled_reason": state.disabled_reason,
+                **_queue(queues.get(feed.feed_id)),
+                "last_article_failure": (
+                    {"url": failure[0], "error": failure[1], "at": failure[2]} if failure else None
+                ),
+            }
+        )
+    return rows
+
+
+def host_rows(frontier: FrontierSummary) -> list[dict[str, Any]]:
+    return [
+        {
+            "host": row.key or "(no page fetch)",
+            "queued": row.queued,
+            "due": row.ready_at,
+            "max_attempts": row.attempts,
+            "last_error": row.last_error,
+        }
+        for row in frontier.hosts
+    ]
+
+
+async def collect_status(
+    config: Config,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per-feed rows and per-host frontier rows."""
+    store = SQLiteStateStore(config.state.path, read_only=True)
+    await store.open()
+    try:
+        states = await store.load_feeds()
+        frontier = await store.frontier_summary(time.time())
+    finally:
+        await store.close()
+    return feed_rows(config, states, frontier), host_rows(frontier)
+
+
+def render_json(rows: list[dict[str, Any]]) -> str:
+    def iso(value: Any) -> Any:
+        return (
+            datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if isinstance(value, float)
+            else value
+        )
+
+    keys = ("last_fetch", "last_success", "next_due", "queue_due", "due", "at")
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: convert(v) if isinstance(v, dict) else (iso(v) if k in keys else v)
+            for k, v in row.items()
+        }
+
+    return json.dumps([convert(r) for r in rows], ensure_ascii=False, indent=2)
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    now = time.time()
+    lines = []
+    for row in rows:
+        flag = (
+            "DISABLED"
+            if row["disabled_reason"]
+            else "off"
+            if not row["enabled"]
+            else "FAILING"
+            if row["consecutive_failures"]
+            else "ok"
+        )
+        lines.append(f"{flag:8} {row['name']}  <{row['url']}>")
+        if row["effective_url"]:
+            lines.append(f"         moved to:     {row['effective_url']}")
+        lines.append(
+            f"         last fetch:   {_when(row['last_fetch'], now)}   "
+            f"last success: {_when(row['last_success'], now)}"
+        )
+        lines.append(
+            f"         items:        {row['items']}   next due: "
+            f"{_when(row['next_due'], now)}   failures in a row: "
+            f"{row['consecutive_failures']}"
+        )
+        if row["last_error"]:
+            lines.append(f"         last error:   {row['last_error']}")
+        if row["disabled_reason"]:
+            lines.append(f"         disabled:     {row['disabled_reason']}")
+        if row["queued"]:
+            lines.append(
+                f"         queued:       {row['queued']} articles, next due "
+                f"{_when(row['queue_due'], now)}, attempts up to {row['queue_attempts']}"
+                + (f", last: {row['queue_last_error']}" if row["queue_last_error"] else "")
+            )
+        failure = row["last_article_failure"]
+        if failure:
+            lines.append(
+                f"         page failed:  {failure['url']}: {failure['error']} "
+                f"({_when(failure['at'], now)}; record from the feed's text)"
+            )
+    return "\n".join(lines) if lines else "no feeds configured"
+
+
+def render_hosts(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "article frontier: empty"
+    now = time.time()
+    lines = [f"article frontier: {sum(r['queued'] for r in rows)} queued on {len(rows)} hosts"]
+    for row in rows:
+        error = f"  last error: {row['last_error']}" if row["last_error"] else ""
+        lines.append(
+            f"  {row['host']:32} {row['queued']:6} queued  next {_when(row['due'], now)}"
+            f"  attempts up to {row['max_attempts']}{error}"
+        )
+    return "\n".join(lines)
