@@ -118,3 +118,15 @@ def host_key(url: str) -> str:
     host = (parts.hostname or "").lower()
     port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
     return f"{host}:{port}"
+
+
+def page_canonical(final_url: str, rel_canonical: str | None, tracking: TrackingParams) -> str:
+    """A page's rel=canonical when it names the same site (a canonical link to another
+    site is not trusted), else the URL the page was finally fetched from."""
+    if (
+        rel_canonical
+        and rel_canonical.startswith(("http://", "https://"))
+        and same_site(rel_canonical, final_url)
+    ):
+        return canonicalize_url(rel_canonical, tracking)
+    return canonicalize_url(final_url, tracking)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ingestor import __version__
 from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, SinkError, StateError
-from ingestor.pipeline.pipeline import PassSummary
+from ingestor.pipeline.outcomes import PassSummary
 from ingestor.service.logsetup import setup_logging
 
 log = logging.getLogger("ingestor")

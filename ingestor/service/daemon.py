@@ -21,7 +21,8 @@ from ingestor.config import Config, FeedConfig, load_config
 from ingestor.core import schedule
 from ingestor.core.metrics import Metrics
 from ingestor.errors import ConfigError
-from ingestor.pipeline.pipeline import Pipeline, PollOutcome, PollStatus
+from ingestor.pipeline.outcomes import PollOutcome, PollStatus
+from ingestor.pipeline.pipeline import Pipeline
 from ingestor.service.metrics import MetricsServer
 from ingestor.service.runtime import open_pipeline
 

@@ -17,7 +17,7 @@ from ingestor.config import (
     OutputConfig,
     StateConfig,
 )
-from ingestor.pipeline.pipeline import PassSummary
+from ingestor.pipeline.outcomes import PassSummary
 from ingestor.service.runtime import open_pipeline
 
 _TYPES = {

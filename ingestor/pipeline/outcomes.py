@@ -1,0 +1,77 @@
+"""What became of a feed poll, of an article, and of a whole pass (typed, no strings)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Article(enum.Enum):
+    """What became of one frontier item."""
+
+    WRITTEN = "written"
+    WRITTEN_DUPLICATE = "written_duplicate"  # written, marked as a near/exact duplicate
+    DUPLICATE = "duplicate"  # its URL was written already
+    DROPPED = "dropped"  # a near duplicate, dedup.near_duplicates: drop
+    SKIPPED = "skipped"  # under min_text_length
+    UNCHANGED = "unchanged"  # an update whose body changed too little to re-emit
+    RETRY = "retry"  # back in the frontier for later
+
+
+class PollStatus(enum.Enum):
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DISABLED = "disabled"
+
+
+@dataclass
+class PollOutcome:
+    feed_id: str
+    status: PollStatus
+    new_entries: int = 0
+    error: str | None = None
+    retry_at: float | None = None  # the server (or its host) asked us to come back then
+
+
+@dataclass
+class PassSummary:
+    feeds: int = 0
+    total_feeds: int = 0
+    polled: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    skipped: int = 0
+    queued: int = 0  # new entries put into the frontier
+    written: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    fallbacks: int = 0  # records from the feed's text because the page could not be had
+    errors: list[str] = field(default_factory=list)
+    left: int = 0  # items still in the frontier at the end of a pass
+    left_why: list[str] = field(default_factory=list)
+
+    def add(self, outcome: PollOutcome) -> None:
+        self.feeds += 1
+        if outcome.status in (PollStatus.SKIPPED, PollStatus.DISABLED):
+            self.skipped += 1
+        else:
+            self.polled += 1
+        if outcome.status in (PollStatus.NOT_MODIFIED, PollStatus.UNCHANGED):
+            self.not_modified += 1
+        if outcome.status is PollStatus.FAILED:
+            self.failed += 1
+            if outcome.error:
+                self.errors.append(outcome.error)
+        self.queued += outcome.new_entries
+
+    def count(self, result: Article) -> None:
+        self.written += result in (Article.WRITTEN, Article.WRITTEN_DUPLICATE)
+        self.duplicates += result in (
+            Article.WRITTEN_DUPLICATE,
+            Article.DUPLICATE,
+            Article.DROPPED,
+        )
+        self.retries += result is Article.RETRY
