@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ingestor.core.state import DedupQuery
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.corpus import TEMPLATES, Story, render_page, stories
@@ -169,7 +171,7 @@ async def dedup_table(corpus: list[Story]) -> list[str]:
             scores[group].append(similarity(first.signature, second.signature))
         await store_fingerprint(store, f"a{n}", first, scheme)
         exact, candidates = await store.duplicate_candidates(
-            second.content_hash, scheme, second.band_keys, 0.0, f"b{n}"
+            DedupQuery(second.content_hash, scheme, second.band_keys, 0.0), f"b{n}"
         )
         await store.close()
         return judge_duplicate(exact, second.signature, candidates, dedup.threshold).is_duplicate
@@ -229,7 +231,9 @@ async def dedup_cost(corpus: list[Story], stored: int = 20_000) -> list[str]:
         queries = [fingerprint(t) for t in texts] * 20
         started = time.perf_counter()
         for fp in queries:
-            await store.duplicate_candidates(fp.content_hash, scheme, fp.band_keys, 0.0, "q")
+            await store.duplicate_candidates(
+                DedupQuery(fp.content_hash, scheme, fp.band_keys, 0.0), "q"
+            )
         per_lookup = (time.perf_counter() - started) / len(queries)
         await store.close()
     return [

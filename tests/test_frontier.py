@@ -20,7 +20,7 @@ from ingestor.config import FeedConfig, PipelineConfig
 from ingestor.core import frontier
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry
-from ingestor.core.state import ArticleCommit, FeedState, HostWait, PollCommit
+from ingestor.core.state import ArticleCommit, FeedState, HostWait, ItemRetry, PollCommit
 from ingestor.core.urls import TrackingParams
 from ingestor.errors import (
     BlockedAddressError,
@@ -219,7 +219,7 @@ async def test_poll_commit_queues_entries_atomically_with_the_validators(tmp_pat
         assert [i.entry.key for i in again.items] == ["k2"] and again.host_next == {"h:80": None}
         first, second = claim.items
         await store.reschedule_article(
-            first.item_id, NOW + 30, 1, "HTTP 503", HostWait("h:80", NOW + 30, "Retry-After")
+            ItemRetry(first.item_id, NOW + 30, 1, "HTTP 503", HostWait("h:80", NOW + 30, "R-A"))
         )
         await store.commit_article(ArticleCommit(second.item_id, "f", "k1", NOW, failure="x"))
         assert await store.host_waits(NOW) == {"h:80": NOW + 30}

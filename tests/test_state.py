@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from ingestor.core.state import CommitItem, FeedState
+from ingestor.core.state import CommitItem, DedupQuery, FeedState
 from ingestor.errors import StateError
 from ingestor.store.sqlite import SQLiteStateStore
 
@@ -67,14 +67,28 @@ async def test_seen_entries_and_record_lifecycle(store):
         )
     )
     assert (await store.record_by_canonical("https://e.com/1")).done
-    assert await store.duplicate_candidates("sha256:h", "s1", [22], 0.0, "r2") == ("r1", [])
-    assert await store.duplicate_candidates("sha256:h", "s1", [], 0.0, "r1") == (None, [])
+    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [22], 0.0), "r2") == (
+        "r1",
+        [],
+    )
+    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [], 0.0), "r1") == (
+        None,
+        [],
+    )
     assert await unseen(store, "f", ["b"]) == set()
-    _exact, near = await store.duplicate_candidates("sha256:x", "s1", [22, 99], 0.0, "r2")
+    _exact, near = await store.duplicate_candidates(
+        DedupQuery("sha256:x", "s1", [22, 99], 0.0), "r2"
+    )
     assert [c.record_id for c in near] == ["r1"]
-    assert await store.duplicate_candidates("sha256:x", "other", [22], 0.0, "r2") == (None, [])
+    assert await store.duplicate_candidates(DedupQuery("sha256:x", "other", [22], 0.0), "r2") == (
+        None,
+        [],
+    )
     # Outside the time window:
-    assert await store.duplicate_candidates("sha256:x", "s1", [22], 10.0, "r2") == (None, [])
+    assert await store.duplicate_candidates(DedupQuery("sha256:x", "s1", [22], 10.0), "r2") == (
+        None,
+        [],
+    )
 
 
 async def test_prune_forgets_old_keys_and_fingerprints(store):
@@ -85,7 +99,7 @@ async def test_prune_forgets_old_keys_and_fingerprints(store):
     removed = await store.prune(1000.0, seen_max_age=500.0, fingerprint_window=500.0)
     assert removed >= 2
     assert await unseen(store, "f", ["old", "new"]) == {"old"}
-    assert await store.duplicate_candidates("h2", "s", [5], 0.0, "x") == (None, [])
+    assert await store.duplicate_candidates(DedupQuery("h2", "s", [5], 0.0), "x") == (None, [])
 
 
 async def test_second_process_on_the_same_state_is_refused(tmp_path, store):

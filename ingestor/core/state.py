@@ -102,6 +102,40 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
+class DedupQuery:
+    """What a body's duplicates are looked up by: its hash, else its LSH bands (same
+    MinHash scheme, ingested since `since`)."""
+
+    content_hash: str
+    scheme: str
+    band_keys: Sequence[int]
+    since: float
+
+
+@dataclass(frozen=True)
+class ArticleLookup:
+    """The one look-up before a record is written (see ArticlePrep)."""
+
+    record_id: str
+    canonical_url: str
+    location: str  # proposed; an earlier reservation of this id wins
+    now: float
+    dedup: DedupQuery | None = None  # None: an empty body, nothing to compare
+    want_signature: bool = False  # an update: the old body's signature too
+
+
+@dataclass(frozen=True)
+class ItemRetry:
+    """A frontier item goes back: due again at `not_before`, with its attempts so far."""
+
+    item_id: int
+    not_before: float
+    attempts: int
+    error: str | None
+    host_wait: HostWait | None = None
+
+
+@dataclass(frozen=True)
 class ArticlePrep:
     """The one look-up before a record is written: its reserved location, the record
     already under this id (if any), and the dedup candidates."""

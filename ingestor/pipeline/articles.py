@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -29,8 +28,7 @@ from urllib.parse import urldefrag
 
 from ingestor.analyze.fingerprint import scheme_id
 from ingestor.analyze.jobs import ArticleJob, analyze_article
-from ingestor.analyze.pool import WorkerPool
-from ingestor.config import Config, FeedConfig
+from ingestor.config import FeedConfig
 from ingestor.core import frontier
 from ingestor.core.analysis import ArticleAnalysis
 from ingestor.core.assemble import build_record
@@ -41,46 +39,38 @@ from ingestor.core.dedup import (
     judge_duplicate,
 )
 from ingestor.core.frontier import FrontierItem
-from ingestor.core.metrics import Metrics
 from ingestor.core.polling import article_request
-from ingestor.core.state import ArticleCommit, CommitItem, HostWait
-from ingestor.core.urls import TrackingParams, page_canonical, record_id
+from ingestor.core.state import (
+    ArticleCommit,
+    ArticleLookup,
+    CommitItem,
+    DedupQuery,
+    HostWait,
+    ItemRetry,
+)
+from ingestor.core.urls import page_canonical, record_id
 from ingestor.errors import FetchError, SinkError, WorkerError
-from ingestor.http.fetcher import Fetcher, FetchResult
+from ingestor.http.fetcher import FetchResult
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import Article
-from ingestor.sink.files import OutputSink
-from ingestor.store.protocol import StateStore
+from ingestor.pipeline.parts import Parts, UsesParts
 
 log = logging.getLogger(__name__)
 
 
-class ArticleWorker:
+class ArticleWorker(UsesParts):
     def __init__(
         self,
-        config: Config,
-        *,
-        fetcher: Fetcher,
-        pool: WorkerPool,
-        store: StateStore,
-        sink: OutputSink,
-        metrics: Metrics,
-        rng: random.Random,
+        parts: Parts,
         dispatcher: Callable[[], ArticleDispatcher],
         on_result: Callable[[Article | None], None],
     ) -> None:
-        self.config = config
-        self.fetcher = fetcher
-        self.pool = pool
-        self.store = store
-        self.sink = sink
-        self.metrics = metrics
-        self.rng = rng
+        super().__init__(parts)
         self._dispatcher = dispatcher
         # Each finished item, or None for a page given up on (the record has feed text).
         self.on_result = on_result
+        config = parts.config
         self.feeds: dict[str, FeedConfig] = {f.feed_id: f for f in config.feeds}
-        self.tracking = TrackingParams(config.dedup.tracking_params)
         self.scheme = scheme_id(config.dedup.num_perm, config.dedup.threshold)
         self._inflight: dict[str, asyncio.Event] = {}
         self._dedup_lock = asyncio.Lock()
@@ -107,7 +97,9 @@ class ArticleWorker:
             log.error(
                 "%s; the article stays queued and is retried in %.0fs", exc, frontier.SINK_PAUSE
             )
-            await self.store.reschedule_article(item.item_id, due_again, item.attempts, str(exc))
+            await self.store.reschedule_article(
+                ItemRetry(item.item_id, due_again, item.attempts, str(exc))
+            )
             result = Article.RETRY
         self.on_result(result)
         return due_again
@@ -188,7 +180,9 @@ class ArticleWorker:
             host_wait = HostWait(item.host, decision.host_not_before, decision.error)
             self.fetcher.limiter.defer_host(item.host, decision.host_not_before)
         await self.store.reschedule_article(
-            item.item_id, decision.not_before, decision.attempts, decision.error, host_wait
+            ItemRetry(
+                item.item_id, decision.not_before, decision.attempts, decision.error, host_wait
+            )
         )
         if decision.attempts > item.attempts:
             self.metrics.inc("article_retries")
@@ -308,15 +302,18 @@ class ArticleWorker:
             now = datetime.now(UTC)
             started = time.perf_counter()
             bands = prints.band_keys if prints.signature is not None else ()
+            query = DedupQuery(
+                prints.content_hash, self.scheme, bands, now.timestamp() - dedup.window
+            )
             prep = await self.store.prepare_article(
-                rid,
-                canonical,
-                self.sink.location_for(rid, now),
-                now.timestamp(),
-                (prints.content_hash, self.scheme, bands, now.timestamp() - dedup.window)
-                if analysis.body.text
-                else None,
-                want_signature=item.is_update,
+                ArticleLookup(
+                    rid,
+                    canonical,
+                    self.sink.location_for(rid, now),
+                    now.timestamp(),
+                    query if analysis.body.text else None,
+                    want_signature=item.is_update,
+                )
             )
             existing = prep.existing
             updated_at: datetime | None = None

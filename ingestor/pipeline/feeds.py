@@ -16,22 +16,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ingestor.analyze.jobs import parse_feed_job
-from ingestor.analyze.pool import WorkerPool
-from ingestor.config import Config, FeedConfig
+from ingestor.config import FeedConfig
 from ingestor.core import frontier, schedule
 from ingestor.core.dedup import new_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
-from ingestor.core.metrics import Metrics
 from ingestor.core.polling import feed_fingerprint, with_meta
 from ingestor.core.state import FeedState, HostWait, PollCommit
-from ingestor.core.urls import TrackingParams, host_key
+from ingestor.core.urls import host_key
 from ingestor.errors import (
     FetchError,
     GoneError,
@@ -41,34 +38,18 @@ from ingestor.errors import (
     RateLimitedError,
     WorkerError,
 )
-from ingestor.http.fetcher import Fetcher, FetchResult
+from ingestor.http.fetcher import FetchResult
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
-from ingestor.store.protocol import StateStore
+from ingestor.pipeline.parts import Parts, UsesParts
 
 log = logging.getLogger(__name__)
 
 
-class FeedPoller:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        fetcher: Fetcher,
-        pool: WorkerPool,
-        store: StateStore,
-        metrics: Metrics,
-        rng: random.Random,
-        dispatcher: ArticleDispatcher,
-    ) -> None:
-        self.config = config
-        self.fetcher = fetcher
-        self.pool = pool
-        self.store = store
-        self.metrics = metrics
-        self.rng = rng
+class FeedPoller(UsesParts):
+    def __init__(self, parts: Parts, dispatcher: ArticleDispatcher) -> None:
+        super().__init__(parts)
         self.dispatcher = dispatcher
-        self.tracking = TrackingParams(config.dedup.tracking_params)
         self.states: dict[str, FeedState] = {}
         self._feed_locks: dict[str, asyncio.Lock] = {}
 

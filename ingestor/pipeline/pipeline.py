@@ -24,6 +24,7 @@ from ingestor.pipeline.articles import ArticleWorker
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.feeds import FeedPoller
 from ingestor.pipeline.outcomes import Article, PassSummary, PollOutcome
+from ingestor.pipeline.parts import Parts
 from ingestor.sink.files import OutputSink
 from ingestor.store.protocol import StateStore
 
@@ -49,18 +50,8 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.summary = PassSummary()
         self.progress: Callable[[PassSummary], None] | None = None
-        rng = rng or random.Random()
-        self.articles = ArticleWorker(
-            config,
-            fetcher=fetcher,
-            pool=pool,
-            store=store,
-            sink=sink,
-            metrics=self.metrics,
-            rng=rng,
-            dispatcher=lambda: self.dispatcher,
-            on_result=self._count,
-        )
+        parts = Parts(config, fetcher, pool, store, sink, self.metrics, rng or random.Random())
+        self.articles = ArticleWorker(parts, lambda: self.dispatcher, self._count)
         self.dispatcher = ArticleDispatcher(
             store,
             fetcher.limiter,
@@ -69,15 +60,7 @@ class Pipeline:
             per_host=config.http.per_host_connections,
             batch=config.pipeline.queue_size,
         )
-        self.poller = FeedPoller(
-            config,
-            fetcher=fetcher,
-            pool=pool,
-            store=store,
-            metrics=self.metrics,
-            rng=rng,
-            dispatcher=self.dispatcher,
-        )
+        self.poller = FeedPoller(parts, self.dispatcher)
         self.metrics.gauges["articles_in_flight"] = lambda: float(self.dispatcher.in_flight)
         self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
             self.dispatcher.hosts_waiting(time.time())

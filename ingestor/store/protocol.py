@@ -7,12 +7,14 @@ from typing import Protocol
 
 from ingestor.core.state import (
     ArticleCommit,
+    ArticleLookup,
     ArticlePrep,
     ClaimResult,
     CommitItem,
+    DedupQuery,
     FeedState,
     FrontierSummary,
-    HostWait,
+    ItemRetry,
     NearCandidate,
     PollCommit,
     RecordRef,
@@ -43,14 +45,7 @@ class StateStore(Protocol):
         self, feed_id: str, keys: Sequence[str]
     ) -> dict[str, float | None]: ...
 
-    async def mark_entries_seen(
-        self,
-        feed_id: str,
-        keys: Sequence[str],
-        now: float,
-        record_id: str | None = None,
-        entry_updated: float | None = None,
-    ) -> None: ...
+    async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None: ...
 
     async def signature_of(self, record_id: str) -> bytes | None: ...
 
@@ -61,12 +56,7 @@ class StateStore(Protocol):
     ) -> str: ...
 
     async def duplicate_candidates(
-        self,
-        content_hash: str,
-        scheme: str,
-        band_keys: Sequence[int],
-        since: float,
-        exclude_id: str,
+        self, query: DedupQuery, exclude_id: str
     ) -> tuple[str | None, list[NearCandidate]]:
         """The earliest finished record with this exact body hash, else the records that
         share an LSH band with these keys (same scheme, ingested since `since`)."""
@@ -94,28 +84,13 @@ class StateStore(Protocol):
         """Lease up to n due items of each host, earliest first."""
         ...
 
-    async def prepare_article(
-        self,
-        record_id: str,
-        canonical_url: str,
-        location: str,
-        now: float,
-        dedup: tuple[str, str, Sequence[int], float] | None,
-        want_signature: bool = False,
-    ) -> ArticlePrep:
+    async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
         """Reserve the record's location (an earlier reservation wins) and look up what
-        dedup needs: `dedup` is (content_hash, scheme, band_keys, since), None to skip."""
+        dedup needs, in one transaction."""
         ...
 
     async def commit_article(self, commit: ArticleCommit) -> None: ...
 
-    async def reschedule_article(
-        self,
-        item_id: int,
-        not_before: float,
-        attempts: int,
-        error: str | None,
-        host_wait: HostWait | None = None,
-    ) -> None: ...
+    async def reschedule_article(self, retry: ItemRetry) -> None: ...
 
     async def frontier_summary(self, now: float) -> FrontierSummary: ...

@@ -1,0 +1,188 @@
+"""The SQLite store's connection: one connection, used from one dedicated thread, so the
+event loop never waits on disk and every call is atomic with respect to the others; an
+exclusive lock file so that only one process writes; the schema created and migrated at
+open."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ingestor.core.state import (
+    NearCandidate,
+)
+from ingestor.errors import StateError
+from ingestor.store.sqlite_schema import (
+    RECOVERY_HINT,
+    SCHEMA,
+    SCHEMA_VERSION,
+)
+
+T = TypeVar("T")
+
+
+class SQLiteConnection:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
+        self.read_only = read_only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._has_frontier = True
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"state directory {self.path.parent}: {exc.strerror}") from None
+        if self.read_only:
+            self._open_read_only()
+            return
+        self._acquire_lock()
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL survives a process crash (kill -9); only power loss can drop the
+            # last transactions, which the deterministic ids then redo without duplicates.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise StateError(
+                    f"state database {self.path} has schema version {row[0]}, newer than this "
+                    f"ingestor understands ({SCHEMA_VERSION}): upgrade ingestor"
+                )
+            # Older versions only lack tables, which the script above has just created.
+            conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+            # This process holds the lock file: any lease in the frontier is a dead
+            # process's, and its items are due again now.
+            conn.execute("UPDATE frontier SET lease_until = 0 WHERE lease_until > 0")
+            conn.execute("SELECT count(*) FROM feeds").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            message = str(exc)
+            if "locked" in message:
+                raise StateError(
+                    f"state database {self.path} is locked by another program ({message}); "
+                    "stop the other process and start again"
+                ) from None
+            raise StateError(
+                f"state database {self.path} is unusable ({message}); {RECOVERY_HINT}"
+            ) from None
+        self._conn = conn
+
+    def _open_read_only(self) -> None:
+        if not self.path.exists():
+            raise StateError(f"state database {self.path} does not exist yet: run ingestor first")
+        try:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT count(*) FROM feeds").fetchone()
+            # A state written by an older release has no frontier until a writer migrates it.
+            self._has_frontier = (
+                conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'article_failures'"
+                ).fetchone()[0]
+                > 0
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state database {self.path} is unusable ({exc}); {RECOVERY_HINT}"
+            ) from None
+        self._conn = conn
+
+    def _acquire_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(
+                f"state database {self.path} is in use by another ingestor process "
+                f"(pid {holder}); stop it first, or give this one its own state.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+            self._conn = None
+        self._release_lock()
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"state database {self.path} is not open")
+        return self._conn
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _find_exact(self, content_hash: str, exclude_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT record_id FROM records WHERE content_hash = ? AND done = 1 "
+            "AND record_id != ? ORDER BY committed_at LIMIT 1",
+            (content_hash, exclude_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _near_candidates(
+        self, scheme: str, band_keys: Sequence[int], since: float, exclude_id: str
+    ) -> list[NearCandidate]:
+        if not band_keys:
+            return []
+        marks = ",".join("?" * len(band_keys))
+        rows = self.conn.execute(
+            f"SELECT DISTINCT f.record_id, f.signature, f.ingested_at "
+            f"FROM lsh_bands b JOIN fingerprints f ON f.record_id = b.record_id "
+            f"WHERE b.band_key IN ({marks}) AND f.scheme = ? AND f.ingested_at >= ? "
+            f"AND f.record_id != ? ORDER BY f.ingested_at LIMIT 200",
+            (*band_keys, scheme, since, exclude_id),
+        ).fetchall()
+        return [NearCandidate(r[0], bytes(r[1]), r[2]) for r in rows]

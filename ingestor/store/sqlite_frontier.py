@@ -1,0 +1,231 @@
+"""The SQLite store's frontier: poll commits, claims, article commits and reschedules,
+each one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ingestor.core.frontier import FrontierItem
+from ingestor.core.state import (
+    ArticleCommit,
+    ArticleLookup,
+    ArticlePrep,
+    ClaimResult,
+    FrontierRow,
+    FrontierSummary,
+    ItemRetry,
+    PollCommit,
+)
+from ingestor.store.sqlite_base import SQLiteConnection
+from ingestor.store.sqlite_schema import (
+    CLAIM_COLUMNS,
+    ENTRY_SEEN,
+    HOST_WAIT,
+    RECORD_BY,
+    SAVE_FEED,
+    feed_to_json,
+    frontier_item,
+    record_ref,
+    write_record,
+)
+
+
+class SQLiteFrontier(SQLiteConnection):
+    async def commit_poll(self, commit: PollCommit) -> None:
+        state = commit.state
+        items = [
+            (
+                i.feed_id,
+                i.entry_key,
+                i.canonical_url,
+                i.host,
+                i.payload,
+                int(i.is_update),
+                i.enqueued_at,
+            )
+            for i in commit.items
+        ]
+        seen = [
+            (i.feed_id, i.entry_key, i.enqueued_at, None, i.entry_updated) for i in commit.items
+        ]
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(SAVE_FEED, (state.feed_id, feed_to_json(state), state.next_due))
+            # An entry still queued keeps its place and attempts; its text is the newest.
+            conn.executemany(
+                "INSERT INTO frontier (feed_id, entry_key, canonical_url, host, payload, "
+                "is_update, enqueued_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, 0) "
+                "ON CONFLICT (feed_id, entry_key) DO UPDATE SET payload = excluded.payload, "
+                "is_update = min(is_update, excluded.is_update)",
+                items,
+            )
+            conn.executemany(ENTRY_SEEN, seen)
+            if commit.host_wait is not None:
+                wait = commit.host_wait
+                conn.execute(HOST_WAIT, (wait.host, wait.until, wait.reason))
+
+        await self._run(self._transaction, save)
+
+    async def frontier_hosts(self, now: float) -> dict[str, float]:
+        def lookup() -> dict[str, float]:
+            rows = self.conn.execute(
+                "SELECT host, min(not_before) FROM frontier WHERE lease_until <= ? GROUP BY host",
+                (now,),
+            )
+            return {host: due for host, due in rows}
+
+        return await self._run(lookup)
+
+    async def host_waits(self, now: float) -> dict[str, float]:
+        def lookup() -> dict[str, float]:
+            rows = self.conn.execute(
+                "SELECT host, not_before FROM host_waits WHERE not_before > ?", (now,)
+            )
+            return {host: until for host, until in rows}
+
+        return await self._run(lookup)
+
+    async def claim_articles(
+        self, requests: Sequence[tuple[str, int]], now: float, lease_until: float
+    ) -> ClaimResult:
+        def claim(conn: sqlite3.Connection) -> ClaimResult:
+            items: list[FrontierItem] = []
+            host_next: dict[str, float | None] = {}
+            for host, count in requests:
+                rows = conn.execute(
+                    f"SELECT {CLAIM_COLUMNS} FROM frontier f LEFT JOIN records r "
+                    "ON r.canonical_url = f.canonical_url AND r.done = 1 "
+                    "WHERE f.host = ? AND f.not_before <= ? AND f.lease_until <= ? "
+                    "ORDER BY f.not_before, f.item_id LIMIT ?",
+                    (host, now, now, count),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE frontier SET lease_until = ? WHERE item_id = ?",
+                    [(lease_until, row[0]) for row in rows],
+                )
+                items.extend(frontier_item(row) for row in rows)
+                host_next[host] = conn.execute(
+                    "SELECT min(not_before) FROM frontier WHERE host = ? AND lease_until <= ?",
+                    (host, now),
+                ).fetchone()[0]
+            return ClaimResult(items, host_next)
+
+        return await self._run(self._transaction, claim)
+
+    async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
+        record_id, canonical_url, location = lookup.record_id, lookup.canonical_url, lookup.location
+        now, dedup, want_signature = lookup.now, lookup.dedup, lookup.want_signature
+
+        def prepare(conn: sqlite3.Connection) -> ArticlePrep:
+            row = conn.execute(RECORD_BY + "record_id = ?", (record_id,)).fetchone()
+            existing = record_ref(row) if row else None
+            if existing is None:
+                conn.execute(
+                    "INSERT INTO records (record_id, canonical_url, location, done, "
+                    "first_ingested) VALUES (?, ?, ?, 0, ?)",
+                    (record_id, canonical_url, location, now),
+                )
+            exact, candidates = None, []
+            if dedup is not None:
+                exact = self._find_exact(dedup.content_hash, record_id)
+                if exact is None:
+                    candidates = self._near_candidates(
+                        dedup.scheme, dedup.band_keys, dedup.since, record_id
+                    )
+            old_signature = None
+            if want_signature and existing is not None:
+                found = conn.execute(
+                    "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
+                ).fetchone()
+                old_signature = bytes(found[0]) if found else None
+            return ArticlePrep(
+                location if existing is None else existing.location,
+                existing,
+                exact,
+                candidates,
+                old_signature,
+            )
+
+        return await self._run(self._transaction, prepare)
+
+    async def commit_article(self, commit: ArticleCommit) -> None:
+        record = commit.record
+        record_id = record.record_id if record is not None else commit.seen_record_id
+
+        def save(conn: sqlite3.Connection) -> None:
+            if record is not None:
+                write_record(conn, record)
+            if commit.release_record is not None:
+                conn.execute(
+                    "DELETE FROM records WHERE record_id = ? AND done = 0",
+                    (commit.release_record,),
+                )
+            conn.execute(
+                ENTRY_SEEN,
+                (
+                    commit.feed_id,
+                    commit.entry_key,
+                    commit.committed_at,
+                    record_id,
+                    commit.entry_updated,
+                ),
+            )
+            conn.execute("DELETE FROM frontier WHERE item_id = ?", (commit.item_id,))
+            if commit.failure is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
+                    (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
+                )
+
+        await self._run(self._transaction, save)
+
+    async def reschedule_article(self, retry: ItemRetry) -> None:
+        host_wait = retry.host_wait
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE frontier SET not_before = ?, attempts = ?, last_error = ?, "
+                "lease_until = 0 WHERE item_id = ?",
+                (retry.not_before, retry.attempts, retry.error, retry.item_id),
+            )
+            if host_wait is not None:
+                conn.execute(HOST_WAIT, (host_wait.host, host_wait.until, host_wait.reason))
+
+        await self._run(self._transaction, save)
+
+    async def frontier_summary(self, now: float) -> FrontierSummary:
+        def lookup() -> FrontierSummary:
+            if not self._has_frontier:
+                return FrontierSummary()
+            conn = self.conn
+            size, oldest = conn.execute(
+                "SELECT count(*), min(enqueued_at) FROM frontier"
+            ).fetchone()
+            waits = {
+                h: t
+                for h, t in conn.execute(
+                    "SELECT host, not_before FROM host_waits WHERE not_before > ?", (now,)
+                )
+            }
+            grouped = (
+                "SELECT {key}, count(*), min(not_before), max(attempts), "
+                "(SELECT last_error FROM frontier g WHERE g.{key} = f.{key} "
+                "AND g.last_error IS NOT NULL ORDER BY g.attempts DESC LIMIT 1) "
+                "FROM frontier f GROUP BY {key} ORDER BY count(*) DESC"
+            )
+            hosts = [
+                FrontierRow(h, n, max(due, waits.get(h, 0.0)), a, e)
+                for h, n, due, a, e in conn.execute(grouped.format(key="host"))
+            ]
+            feeds = [
+                FrontierRow(f, n, due, a, e)
+                for f, n, due, a, e in conn.execute(grouped.format(key="feed_id"))
+            ]
+            failures = {
+                feed_id: (url, error, at)
+                for feed_id, url, error, at in conn.execute("SELECT * FROM article_failures")
+            }
+            return FrontierSummary(size, oldest, hosts, feeds, failures)
+
+        return await self._run(lookup)

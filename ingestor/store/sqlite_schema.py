@@ -1,0 +1,178 @@
+"""The SQLite state store's schema, its SQL statements and row conversions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from typing import Any
+
+from ingestor.core.frontier import FrontierItem, decode_payload
+from ingestor.core.state import (
+    CommitItem,
+    FeedState,
+    RecordRef,
+)
+
+# 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
+SCHEMA_VERSION = 2
+
+BATCH = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feeds (
+    feed_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    next_due REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    feed_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    record_id TEXT,
+    entry_updated REAL,
+    PRIMARY KEY (feed_id, entry_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_seen_at ON entries (seen_at);
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY,
+    canonical_url TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    content_hash TEXT,
+    feed_id TEXT,
+    first_ingested REAL NOT NULL,
+    committed_at REAL
+);
+CREATE INDEX IF NOT EXISTS records_content_hash ON records (content_hash) WHERE done = 1;
+CREATE TABLE IF NOT EXISTS fingerprints (
+    record_id TEXT PRIMARY KEY,
+    scheme TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    ingested_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fingerprints_ingested_at ON fingerprints (ingested_at);
+CREATE TABLE IF NOT EXISTS lsh_bands (
+    band_key INTEGER NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (band_key, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lsh_bands_record ON lsh_bands (record_id);
+CREATE TABLE IF NOT EXISTS frontier (
+    item_id INTEGER PRIMARY KEY,
+    feed_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    canonical_url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    is_update INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    enqueued_at REAL NOT NULL,
+    last_error TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    UNIQUE (feed_id, entry_key)
+);
+CREATE INDEX IF NOT EXISTS frontier_host_due ON frontier (host, not_before);
+CREATE TABLE IF NOT EXISTS article_failures (
+    feed_id TEXT PRIMARY KEY,
+    url TEXT,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_waits (
+    host TEXT PRIMARY KEY,
+    not_before REAL NOT NULL,
+    reason TEXT
+) WITHOUT ROWID;
+"""
+
+ENTRY_SEEN = (
+    "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
+    "seen_at = excluded.seen_at, record_id = coalesce(excluded.record_id, entries.record_id), "
+    "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated)"
+)
+
+HOST_WAIT = (
+    "INSERT INTO host_waits VALUES (?, ?, ?) ON CONFLICT (host) DO UPDATE SET "
+    "not_before = max(not_before, excluded.not_before), reason = excluded.reason"
+)
+
+SAVE_FEED = (
+    "INSERT INTO feeds (feed_id, data, next_due) VALUES (?, ?, ?) "
+    "ON CONFLICT (feed_id) DO UPDATE SET data = excluded.data, next_due = excluded.next_due"
+)
+
+CLAIM_COLUMNS = (
+    "f.item_id, f.feed_id, f.canonical_url, f.host, f.payload, f.is_update, f.attempts, "
+    "f.enqueued_at, f.last_error, r.record_id"
+)
+
+RECOVERY_HINT = (
+    "to recover, stop ingestor, move the file (and its -wal/-shm files) aside and start "
+    "again: records already in the output directory are kept, feeds are re-polled and "
+    "their current entries are written again under the same ids"
+)
+
+
+def feed_to_json(state: FeedState) -> str:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":"))
+
+
+def feed_from_json(text: str) -> FeedState:
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(FeedState)}
+    data = {k: v for k, v in data.items() if k in known}
+    for key in ("skip_hours", "skip_days", "recent_entry_times"):
+        if key in data and isinstance(data[key], list):
+            data[key] = tuple(data[key])
+    return FeedState(**data)
+
+
+def write_record(conn: sqlite3.Connection, item: CommitItem) -> None:
+    conn.execute(
+        "UPDATE records SET done = 1, content_hash = ?, feed_id = ?, committed_at = ? "
+        "WHERE record_id = ?",
+        (item.content_hash, item.feed_id, item.committed_at, item.record_id),
+    )
+    if item.signature is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+            (item.record_id, item.scheme, item.signature, item.committed_at),
+        )
+        conn.execute("DELETE FROM lsh_bands WHERE record_id = ?", (item.record_id,))
+        conn.executemany(
+            "INSERT OR IGNORE INTO lsh_bands VALUES (?, ?)",
+            [(key, item.record_id) for key in item.band_keys],
+        )
+
+
+RECORD_BY = (
+    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested "
+    "FROM records WHERE "
+)
+
+
+def record_ref(row: tuple[Any, ...]) -> RecordRef:
+    return RecordRef(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+
+
+def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
+    item_id, feed_id, canonical, host, payload, is_update, attempts, enqueued, error, known = row
+    entry, feed_title, feed_language = decode_payload(payload)
+    return FrontierItem(
+        item_id=item_id,
+        feed_id=feed_id,
+        entry=entry,
+        canonical_url=canonical,
+        host=host,
+        feed_title=feed_title,
+        feed_language=feed_language,
+        is_update=bool(is_update),
+        attempts=attempts,
+        enqueued_at=enqueued,
+        last_error=error,
+        known_record=known,
+    )
