@@ -1,14 +1,43 @@
-"""The exception hierarchy: every error a user sees is one line that names the place."""
+"""The exception hierarchy: every error a user sees is one line that names the place.
+
+    IngestorError                  url, reason, kind (a metrics label)
+    ├── ConfigError                one line per problem (exit code 2)
+    ├── StateError                 the state store is unusable (exit code 1)
+    ├── SinkError                  a record cannot be written (disk full)
+    ├── WorkerError                a worker process failed a task (time limit, crash)
+    ├── ParseError                 a feed body has nothing usable in it
+    └── FetchError                 a fetch failed; `transient`: a retry may succeed
+        ├── HTTPStatusError        an error status (401/403/451 explained)
+        │   ├── GoneError          410: the feed is disabled until its config changes
+        │   └── RateLimitedError   429/503 with Retry-After   ─┐
+        ├── RetryLater             come back at `not_before` ◄─┘ (also HostBackoffError)
+        │   └── HostBackoffError   not sent: the host asked us to wait
+        ├── ConnectError, FetchTimeoutError                  (transient)
+        └── TooLargeError, BlockedAddressError, RedirectError,
+            RobotsDisallowedError, UnsupportedContentError   (permanent)
+
+The fetcher translates aiohttp's exceptions into these by a table (http/fetcher.py).
+"""
 
 from __future__ import annotations
 
 
 class IngestorError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose: `url` where it happened (if
+    any), `reason` without the URL, `kind` for metrics and logs."""
+
+    kind = "error"
+
+    def __init__(self, message: str = "", *, url: str | None = None) -> None:
+        self.url = url
+        self.reason = message
+        super().__init__(f"{url}: {message}" if url else message)
 
 
 class ConfigError(IngestorError):
     """A configuration file is wrong; `problems` holds one line per problem."""
+
+    kind = "config"
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -18,9 +47,13 @@ class ConfigError(IngestorError):
 class StateError(IngestorError):
     """The state store cannot be opened or used (fatal: exit code 1)."""
 
+    kind = "state"
+
 
 class SinkError(IngestorError):
     """The output sink cannot write a record (disk full, not writable)."""
+
+    kind = "sink"
 
 
 class FetchError(IngestorError):
@@ -30,10 +63,16 @@ class FetchError(IngestorError):
     kind = "fetch"
 
     def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
-        self.url = url
+        super().__init__(message, url=url)
+        self.url: str = url
         self.status = status
-        self.reason = message
-        super().__init__(f"{url}: {message}")
+
+
+class RetryLater(FetchError):
+    """Not now: the server or its host asked us to come back at `not_before`."""
+
+    kind = "retry_later"
+    not_before: float = 0.0
 
 
 # What a refusal most often means, and what the user can do about it.
@@ -64,7 +103,7 @@ class GoneError(HTTPStatusError):
     kind = "gone"
 
 
-class RateLimitedError(HTTPStatusError):
+class RateLimitedError(HTTPStatusError, RetryLater):
     """429/503 with Retry-After: the host must not be asked again before `not_before`."""
 
     kind = "rate_limited"
@@ -75,7 +114,7 @@ class RateLimitedError(HTTPStatusError):
         self.transient = False
 
 
-class HostBackoffError(FetchError):
+class HostBackoffError(RetryLater):
     """A request was not sent because the host asked us to wait (Retry-After)."""
 
     kind = "host_backoff"
@@ -132,10 +171,10 @@ class UnsupportedContentError(FetchError):
 class ParseError(IngestorError):
     """A feed body has nothing usable in it."""
 
+    kind = "parse"
+
     def __init__(self, url: str, message: str) -> None:
-        self.url = url
-        self.reason = message
-        super().__init__(f"{url}: {message}")
+        super().__init__(message, url=url)
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         # Raised in worker processes: pickle with the constructor's own arguments.
@@ -144,3 +183,5 @@ class ParseError(IngestorError):
 
 class WorkerError(IngestorError):
     """A task failed in its worker: time limit, crash, or an unexpected exception."""
+
+    kind = "worker"

@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit
 
@@ -30,10 +30,10 @@ from ingestor.errors import (
     FetchError,
     FetchTimeoutError,
     GoneError,
-    HostBackoffError,
     HTTPStatusError,
     RateLimitedError,
     RedirectError,
+    RetryLater,
     RobotsDisallowedError,
     TooLargeError,
     UnsupportedContentError,
@@ -301,8 +301,7 @@ class Fetcher:
         if options.user_agent:
             sent["User-Agent"] = options.user_agent
         auth = options.auth
-        host = host_key(url)
-        async with self.limiter.slot(host, url):
+        async with self.limiter.slot(host_key(url), url):
             try:
                 async with self._session.get(
                     url,
@@ -312,40 +311,30 @@ class Fetcher:
                     proxy=options.proxy or self.config.proxy,
                     auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
                 ) as response:
-                    status = response.status
-                    if status in (429, 503):
-                        not_before = parse_retry_after(
-                            response.headers.get("Retry-After"), time.time()
-                        )
-                        if not_before is not None:
-                            self.limiter.defer_host(host, not_before)
-                            raise RateLimitedError(url, status, not_before)
-                    if status == 410:
-                        raise GoneError(url, status, "Gone")
-                    if status >= 400:
-                        raise HTTPStatusError(url, status, response.reason or "")
-                    if status in _REDIRECTS or status == 304:
-                        return status, response.headers, b""
+                    self._check_status(url, response)
+                    if response.status in _REDIRECTS or response.status == 304:
+                        return response.status, response.headers, b""
                     body = await _read_capped(response, url, max_bytes)
-                    return status, response.headers, body
+                    return response.status, response.headers, body
             except FetchError:
                 raise
-            except TimeoutError:
-                raise FetchTimeoutError(url, f"timed out (total {total:g}s)") from None
-            except aiohttp.ClientConnectorError as exc:
-                if GUARD_MARKER in str(exc):
-                    raise BlockedAddressError(url, _guard_reason(str(exc))) from None
-                raise ConnectError(url, f"cannot connect: {exc.os_error.strerror or exc}") from None
-            except aiohttp.TooManyRedirects:
-                raise RedirectError(url, "too many redirects") from None
-            except aiohttp.InvalidURL:
-                raise FetchError(url, "invalid URL") from None
-            except aiohttp.ClientPayloadError as exc:
-                raise ConnectError(url, f"broken response body: {_first_line(exc)}") from None
-            except aiohttp.ClientResponseError as exc:
-                raise FetchError(url, f"bad response: {_first_line(exc)}") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise ConnectError(url, f"connection failed: {_first_line(exc)}") from None
+            except Exception as exc:
+                translated = translate_error(url, exc, total)
+                if translated is None:
+                    raise
+                raise translated from None
+
+    def _check_status(self, url: str, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        if status in (429, 503):
+            not_before = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            if not_before is not None:
+                self.limiter.defer_host(host_key(url), not_before)
+                raise RateLimitedError(url, status, not_before)
+        if status == 410:
+            raise GoneError(url, status, "Gone")
+        if status >= 400:
+            raise HTTPStatusError(url, status, response.reason or "")
 
     async def _get_robots(self, url: str) -> tuple[int, bytes]:
         try:
@@ -354,12 +343,51 @@ class Fetcher:
             return exc.status or 0, b""
         except TooLargeError:
             return 200, b""
-        except (BlockedAddressError, HostBackoffError, RateLimitedError):
+        except (BlockedAddressError, RetryLater):
             raise  # the article itself would be refused or deferred for the same reason
         except FetchError as exc:
             log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
             return 0, b""
         return result.status, result.body
+
+
+# aiohttp's exceptions and the FetchError each one means, most specific first.
+_ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[str, BaseException], FetchError]], ...] = (
+    (aiohttp.ClientConnectorError, lambda url, exc: _connect_error(url, exc)),
+    (aiohttp.TooManyRedirects, lambda url, exc: RedirectError(url, "too many redirects")),
+    (aiohttp.InvalidURL, lambda url, exc: FetchError(url, "invalid URL")),
+    (
+        aiohttp.ClientPayloadError,
+        lambda url, exc: ConnectError(url, f"broken response body: {_first_line(exc)}"),
+    ),
+    (
+        aiohttp.ClientResponseError,
+        lambda url, exc: FetchError(url, f"bad response: {_first_line(exc)}"),
+    ),
+    (
+        aiohttp.ClientError,
+        lambda url, exc: ConnectError(url, f"connection failed: {_first_line(exc)}"),
+    ),
+    (OSError, lambda url, exc: ConnectError(url, f"connection failed: {_first_line(exc)}")),
+)
+
+
+def translate_error(url: str, exc: BaseException, total_timeout: float) -> FetchError | None:
+    """The FetchError an exception from aiohttp (or the socket) means; None if it is none
+    of theirs (a bug, which must not be disguised as a network error)."""
+    if isinstance(exc, TimeoutError):
+        return FetchTimeoutError(url, f"timed out (total {total_timeout:g}s)")
+    for kind, make in _ERROR_TABLE:
+        if isinstance(exc, kind):
+            return make(url, exc)
+    return None
+
+
+def _connect_error(url: str, exc: BaseException) -> FetchError:
+    if GUARD_MARKER in str(exc):
+        return BlockedAddressError(url, _guard_reason(str(exc)))
+    os_error = getattr(exc, "os_error", None)
+    return ConnectError(url, f"cannot connect: {getattr(os_error, 'strerror', None) or exc}")
 
 
 async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:

@@ -32,10 +32,10 @@ from ingestor.core.urls import host_key
 from ingestor.errors import (
     FetchError,
     GoneError,
-    HostBackoffError,
     IngestorError,
     ParseError,
     RateLimitedError,
+    RetryLater,
     WorkerError,
 )
 from ingestor.http.fetcher import FetchResult
@@ -208,7 +208,7 @@ class FeedPoller(UsesParts):
         self, feed: FeedConfig, state: FeedState, exc: IngestorError
     ) -> PollOutcome:
         now = time.time()
-        kind = getattr(exc, "kind", type(exc).__name__)
+        kind = exc.kind
         self.metrics.inc("feed_errors", kind)
         message = str(exc)
         state = replace(
@@ -228,12 +228,11 @@ class FeedPoller(UsesParts):
             log.error("feed %s: %s", feed.url, state.disabled_reason)
         else:
             # The error's own text names the URL it failed on; the log line names the feed.
-            reason = getattr(exc, "reason", message)
-            where = getattr(exc, "url", feed.url)
-            detail = reason if where == feed.url else f"{where}: {reason}"
+            where = exc.url or feed.url
+            detail = exc.reason if where == feed.url else f"{where}: {exc.reason}"
             log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
         host_wait = None
-        if isinstance(exc, RateLimitedError | HostBackoffError):
+        if isinstance(exc, RetryLater):
             state = replace(state, not_before=exc.not_before)
             if isinstance(exc, RateLimitedError):
                 host_wait = HostWait(host_key(exc.url), exc.not_before, exc.reason)
@@ -248,5 +247,5 @@ class FeedPoller(UsesParts):
             feed.feed_id,
             PollStatus.FAILED,
             error=f"{feed.url}: {message}" if not message.startswith(feed.url) else message,
-            retry_at=getattr(exc, "not_before", None),
+            retry_at=exc.not_before if isinstance(exc, RetryLater) else None,
         )
