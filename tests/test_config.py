@@ -147,3 +147,30 @@ def test_check_config_command_exit_codes(tmp_path):
     )
     assert run.returncode == 2
     assert f"{bad}: feeds[0].url: 'nope' is not an http(s) URL" in run.stderr
+
+
+def test_the_example_file_documents_every_setting_declared():
+    """Settings are declared once (ingestor/config/model.py); the example file must show
+    each of them, with its default, under its section."""
+    from ingestor.config.model import FeedConfig as Feed
+    from ingestor.config.model import RequestOptions, parsers, sections
+
+    text = (REPO / "config" / "ingestor.example.yaml").read_text()
+    blocks: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            current = line.split(":", 1)[0]
+        blocks[current] = blocks.get(current, "") + line + "\n"
+    missing = [
+        f"{name}.{key}"
+        for name, cls in sections().items()
+        for key in parsers(cls)
+        if f"  {key}:" not in blocks.get(name, "")
+    ]
+    missing += [
+        f"feeds[].{key}"
+        for key in [*parsers(Feed), *parsers(RequestOptions)]
+        if f" {key}:" not in blocks.get("feeds", "")
+    ]
+    assert missing == []

@@ -20,7 +20,7 @@ from ingestor.config import FeedConfig, PipelineConfig
 from ingestor.core import frontier
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry
-from ingestor.core.state import ArticleCommit, FeedState, HostWait, ItemRetry, PollCommit
+from ingestor.core.state import FeedState, PollCommit
 from ingestor.core.urls import TrackingParams
 from ingestor.errors import (
     BlockedAddressError,
@@ -38,6 +38,7 @@ from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import article_html, distinct_story, loopback_http, make_config, read_records
 from tests.conftest import rss as rss_bytes
 from tests.test_pipeline import run_pass
+from tests.test_store_contract import _items
 
 NOW = 1_700_000_000.0
 
@@ -177,66 +178,7 @@ def test_an_entry_survives_the_trip_through_the_store_as_json():
     assert no_fetch.canonical_url.startswith("feed#entry-")
 
 
-# --- the store contract ---
-
-
-def _items(feed_id: str, n: int, host: str = "h:80") -> list[frontier.NewItem]:
-    entries = [
-        (FeedEntry(f"k{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False) for i in range(n)
-    ]
-    items = frontier.plan_items(
-        feed_id,
-        entries,
-        fetch_articles=True,
-        feed_title=None,
-        feed_language=None,
-        tracking=TrackingParams(),
-        now=NOW,
-    )
-    return [replace(i, host=host) for i in items]
-
-
-async def test_poll_commit_queues_entries_atomically_with_the_validators(tmp_path):
-    store = SQLiteStateStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        state = FeedState(feed_id="f", etag='"v1"', body_hash="b")
-        await store.commit_poll(PollCommit(state, _items("f", 3)))
-        # Queued again by a later poll: one item still, not two.
-        await store.commit_poll(PollCommit(state, _items("f", 3)))
-        assert (await store.load_feeds())["f"].etag == '"v1"'
-        assert await store.entry_updated_times("f", ["k0", "k1", "k2", "k9"]) == {
-            "k0": None,
-            "k1": None,
-            "k2": None,
-        }
-        assert await store.frontier_hosts(NOW) == {"h:80": 0.0}
-        claim = await store.claim_articles([("h:80", 2)], NOW, NOW + 60)
-        assert [i.entry.key for i in claim.items] == ["k0", "k1"]
-        assert claim.host_next == {"h:80": 0.0}  # k2 is still unclaimed
-        # Leased items are not claimed twice.
-        again = await store.claim_articles([("h:80", 5)], NOW, NOW + 60)
-        assert [i.entry.key for i in again.items] == ["k2"] and again.host_next == {"h:80": None}
-        first, second = claim.items
-        await store.reschedule_article(
-            ItemRetry(first.item_id, NOW + 30, 1, "HTTP 503", HostWait("h:80", NOW + 30, "R-A"))
-        )
-        await store.commit_article(ArticleCommit(second.item_id, "f", "k1", NOW, failure="x"))
-        assert await store.host_waits(NOW) == {"h:80": NOW + 30}
-        summary = await store.frontier_summary(NOW)
-        assert summary.size == 2 and summary.failures["f"][1] == "x"
-        (host,) = summary.hosts
-        assert (host.queued, host.ready_at, host.attempts, host.last_error) == (
-            2,
-            NOW + 30,
-            1,
-            "HTTP 503",
-        )
-        assert (await store.claim_articles([("h:80", 5)], NOW + 31, NOW + 90)).items[
-            0
-        ].attempts == 1
-    finally:
-        await store.close()
+# --- the SQLite store's own frontier behaviour ---
 
 
 async def test_a_dead_process_leases_come_back_when_the_state_is_reopened(tmp_path):

@@ -16,8 +16,9 @@ from ingestor.analyze.fingerprint import fingerprint
 from ingestor.analyze.language import detect_language
 from ingestor.core.analysis import ArticleAnalysis, PageMetadata
 from ingestor.core.entry import ParsedFeed
+from ingestor.core.retrieved import RetrievedFeed
 from ingestor.parse.decoding import decode_document
-from ingestor.parse.feeds import parse_feed
+from ingestor.parse.feeds import parse_retrieved
 
 T = TypeVar("T")
 
@@ -74,7 +75,7 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     return ArticleAnalysis(body, meta, language, prints, timings)
 
 
-def parse_feed_job(body: bytes, url: str, content_type: str) -> tuple[ParsedFeed, float]:
+def parse_feed_job(doc: RetrievedFeed) -> tuple[ParsedFeed, float]:
     started = time.perf_counter()
-    parsed = parse_feed(body, url, content_type)
+    parsed = parse_retrieved(doc)
     return parsed, time.perf_counter() - started

@@ -16,13 +16,14 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from ingestor.config import HTTPConfig, RequestOptions
+from ingestor.core.retrieved import RetrievedFeed, split_content_type
 from ingestor.core.urls import host_key
 from ingestor.errors import (
     BlockedAddressError,
@@ -64,17 +65,20 @@ class FetchResult:
     final_url: str
     status: int
     body: bytes = b""
-    content_type: str = ""
+    media_type: str = ""  # lower case, without parameters
     charset: str | None = None
     etag: str | None = None
     last_modified: str | None = None
     permanent_url: str | None = None
     max_age: float | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def not_modified(self) -> bool:
         return self.status == 304
+
+    def retrieved(self) -> RetrievedFeed:
+        """What a parser needs: the bytes, where they came from, what HTTP said they are."""
+        return RetrievedFeed(self.body, self.final_url, self.media_type, self.charset)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -196,7 +200,7 @@ class Fetcher:
             headers={"Accept": "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"},
             options=options,
         )
-        media = result.content_type
+        media = result.media_type
         if (media and not media.startswith(_HTML_TYPES)) or looks_binary(result.body):
             what = media or "binary content"
             raise UnsupportedContentError(url, f"not an HTML page ({what}), skipped")
@@ -269,21 +273,18 @@ class Fetcher:
         body: bytes,
         permanent_url: str | None,
     ) -> FetchResult:
-        content_type = headers.get("Content-Type", "")
-        media = content_type.split(";", 1)[0].strip().lower()
-        charset_match = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
+        media_type, charset = split_content_type(headers.get("Content-Type"))
         return FetchResult(
             url=url,
             final_url=final_url,
             status=status,
             body=body,
-            content_type=media,
-            charset=charset_match.group(1) if charset_match else None,
+            media_type=media_type,
+            charset=charset,
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
             permanent_url=permanent_url,
             max_age=parse_freshness(headers, time.time()),
-            headers={"content-type": content_type, "content-location": final_url},
         )
 
     async def _request(

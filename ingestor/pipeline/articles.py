@@ -134,11 +134,7 @@ class ArticleWorker(UsesParts):
                 canonical = page_canonical(
                     page.final_url, analysis.meta.canonical_url, self.tracking
                 )
-            minimum = (
-                feed.min_text_length
-                if feed.min_text_length is not None
-                else self.config.extraction.min_text_length
-            )
+            minimum = feed.min_text_length  # resolved by Config against the global one
             if minimum and len(analysis.body.text) < minimum:
                 log.debug(
                     "feed %s: %s has %d characters of text, under the minimum %d; skipped",
@@ -273,11 +269,7 @@ class ArticleWorker(UsesParts):
             event.set()
 
     async def _fetch_page(self, feed: FeedConfig, link: str) -> FetchResult:
-        robots = (
-            feed.respect_robots_txt
-            if feed.respect_robots_txt is not None
-            else self.config.http.respect_robots_txt
-        )
+        robots = feed.respect_robots_txt is not False  # resolved by Config
         started = time.perf_counter()
         try:
             return await self.fetcher.fetch_article(

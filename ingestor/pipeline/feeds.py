@@ -119,12 +119,7 @@ class FeedPoller(UsesParts):
             )
         started = time.perf_counter()
         try:
-            parsed, parse_seconds = await self.pool.run(
-                parse_feed_job,
-                response.body,
-                response.final_url,
-                response.headers.get("content-type", response.content_type),
-            )
+            parsed, parse_seconds = await self.pool.run(parse_feed_job, response.retrieved())
             self.metrics.observe("parse", parse_seconds)
         except (ParseError, WorkerError) as exc:
             return await self._feed_failed(feed, state, exc)

@@ -18,6 +18,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ingestor.config import Config, FeedConfig, load_config
+from ingestor.config.model import sections
 from ingestor.core import schedule
 from ingestor.core.metrics import Metrics
 from ingestor.errors import ConfigError
@@ -251,21 +252,7 @@ class Daemon:
         for feed_id in changed:
             # A changed feed (e.g. a new interval, or a fix for a 410) is polled soon.
             self.due.set(feed_id, now + self.rng.uniform(0, 5.0))
-        untouched = [
-            s
-            for s in (
-                "http",
-                "extraction",
-                "dedup",
-                "language",
-                "output",
-                "state",
-                "pipeline",
-                "metrics",
-                "schedule",
-            )
-            if getattr(new, s) != getattr(self.config, s)
-        ]
+        untouched = [s for s in sections() if getattr(new, s) != getattr(self.config, s)]
         self.config = new
         log.info(
             "config reloaded: %d feeds (%d added, %d removed, %d changed)",

@@ -5,13 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from ingestor.core.state import (
-    CommitItem,
-    DedupQuery,
-    FeedState,
-    NearCandidate,
-    RecordRef,
-)
+from ingestor.core.state import CommitItem, DedupQuery, FeedState, NearCandidate, RecordRef
 from ingestor.store.sqlite_frontier import SQLiteFrontier
 from ingestor.store.sqlite_schema import (
     BATCH,

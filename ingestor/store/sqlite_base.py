@@ -15,15 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ingestor.core.state import (
-    NearCandidate,
-)
+from ingestor.core.state import NearCandidate
 from ingestor.errors import StateError
-from ingestor.store.sqlite_schema import (
-    RECOVERY_HINT,
-    SCHEMA,
-    SCHEMA_VERSION,
-)
+from ingestor.store.sqlite_schema import RECOVERY_HINT, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
 

@@ -8,11 +8,7 @@ import sqlite3
 from typing import Any
 
 from ingestor.core.frontier import FrontierItem, decode_payload
-from ingestor.core.state import (
-    CommitItem,
-    FeedState,
-    RecordRef,
-)
+from ingestor.core.state import CommitItem, FeedState, RecordRef
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
 SCHEMA_VERSION = 2

@@ -1,0 +1,176 @@
+"""Load and validate the YAML configuration into the frozen dataclasses of model.py.
+
+Every problem found is reported as one line naming the file, the key path and what is
+wrong; all problems are collected before raising, so a user fixes them in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ingestor.config.model import (
+    Config,
+    FeedConfig,
+    RequestOptions,
+    parsers,
+    required,
+    sections,
+)
+from ingestor.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, path: str, problems: list[str], source: str) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of the YAML tree."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{source}: {path}: environment variable ${{{name}}} is not set")
+            return ""
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, _join(path, str(k)), problems, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", problems, source) for i, v in enumerate(value)]
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _build(
+    cls: type,
+    raw: Any,
+    path: str,
+    problems: list[str],
+    source: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Any:
+    """A section (or feed) dataclass from its YAML mapping, as its fields declare; keys in
+    `extra` are known keys that belong elsewhere (a feed's request options)."""
+    spec = parsers(cls)
+    needed = required(cls)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{source}: {path}: expected a mapping of keys, got {type(raw).__name__}")
+        return None
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        key_path = _join(path, str(key))
+        if extra is not None and key in extra:
+            continue
+        parser = spec.get(str(key))
+        if parser is None:
+            known = ", ".join(sorted({*spec, *(extra or {})}))
+            problems.append(f"{source}: {key_path}: unknown key (known keys: {known})")
+            ok = False
+            continue
+        try:
+            values[str(key)] = parser(value)
+        except ValueError as exc:
+            problems.append(f"{source}: {key_path}: {exc}")
+            ok = False
+    for key in needed:
+        if key not in raw:
+            problems.append(f"{source}: {_join(path, key)}: required key is missing")
+            ok = False
+    return cls(**values) if ok else None
+
+
+def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config:
+    """Validate a parsed YAML document. Relative paths resolve against base_dir."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping (output:, state:, feeds:)"])
+    data = expand_env(data, "", problems, source)
+    built: dict[str, Any] = {}
+    known_sections = sections()
+    for key in data:
+        if key not in known_sections and key != "feeds":
+            known = ", ".join([*sorted(known_sections), "feeds"])
+            problems.append(f"{source}: {key}: unknown key (known keys: {known})")
+    for name, cls in known_sections.items():
+        if required(cls) and name not in data:
+            problems.append(f"{source}: {name}: required section is missing")
+            continue
+        built[name] = _build(cls, data.get(name), name, problems, source)
+    feeds = _parse_feeds(data.get("feeds"), problems, source)
+    schedule = built.get("schedule")
+    if schedule is not None and schedule.min_interval > schedule.max_interval:
+        problems.append(f"{source}: schedule.min_interval: must not exceed schedule.max_interval")
+    if problems:
+        raise ConfigError(problems)
+    base = base_dir or Path.cwd()
+    built["output"] = replace(built["output"], dir=_resolve(built["output"].dir, base))
+    built["state"] = replace(built["state"], path=_resolve(built["state"].path, base))
+    return Config(source=source, feeds=tuple(feeds), **built)
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else (base / path)
+
+
+def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"{source}: feeds: expected a list of feeds")
+        return []
+    feeds: list[FeedConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        path = f"feeds[{index}]"
+        if isinstance(item, str):
+            item = {"url": item}
+        request = None
+        options = parsers(RequestOptions)
+        if isinstance(item, dict):
+            mine = {k: v for k, v in item.items() if k in options}
+            request = _build(RequestOptions, mine, path, problems, source)
+        feed = _build(FeedConfig, item, path, problems, source, extra=options)
+        if feed is None or request is None:
+            continue
+        feed = replace(feed, request=request)
+        if feed.url in seen:
+            problems.append(
+                f"{source}: {path}.url: duplicate of feeds[{seen[feed.url]}].url ({feed.url})"
+            )
+            continue
+        seen[feed.url] = index
+        feeds.append(feed)
+    return feeds
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, expand and validate a YAML config file; raises ConfigError with every problem."""
+    file = Path(path)
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
+    return parse_config(data, source, base_dir=file.resolve().parent)

@@ -1,0 +1,162 @@
+"""The entry fields every format shares, built by the same rules (RSS/Atom and JSON Feed
+alike): safe links, stable keys, text from HTML, dates, shared links."""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+from ingestor.core.cleaning import clean_line
+from ingestor.core.entry import Enclosure, FeedEntry
+
+MAX_SUMMARY_CHARS = 20_000
+
+
+MAX_CONTENT_CHARS = 500_000
+
+
+def struct_to_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def entry_key(guid: str | None, link: str | None, title: str, summary: str | None) -> str:
+    if guid:
+        return "guid:" + guid[:2000]
+    if link:
+        return "link:" + link[:2000]
+    digest = hashlib.sha256(f"{title}\x00{summary or ''}".encode()).hexdigest()
+    return "hash:" + digest
+
+
+def safe_link(base: str, link: Any) -> str | None:
+    """An absolute http(s) URL, or None: javascript:, data:, file: and the like never pass."""
+    if not isinstance(link, str) or not link.strip():
+        return None
+    try:
+        absolute = urljoin(base, clean_line(link))
+    except ValueError:
+        return None
+    return absolute if absolute.lower().startswith(("http://", "https://")) else None
+
+
+def parse_duration_text(value: Any) -> int | None:
+    """itunes:duration: seconds ("2511"), "MM:SS" or "HH:MM:SS"."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    parts = value.strip().split(":")
+    if len(parts) > 3 or not all(p.strip().isdigit() for p in parts):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+def small_int(value: Any) -> int | None:
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isdigit() and len(text) <= 9 else None
+
+
+def foreign_date(text: Any, language: str | None) -> datetime | None:
+    """The last resort for dates feedparser cannot read ("Seg, 24 Set 2018 10:00:00 -0300"):
+    dateparser, told the feed's language when it has one (loading all its languages costs
+    seconds), with the timezone kept."""
+    if not isinstance(text, str) or not text.strip() or len(text) > 200:
+        return None
+    import dateparser  # only here: it takes a while to import and is rarely needed
+
+    code = (language or "").strip().lower().replace("_", "-").split("-", 1)[0]
+    settings = {"RETURN_AS_TIMEZONE_AWARE": True, "TO_TIMEZONE": "UTC"}
+    try:
+        moment = None
+        if len(code) == 2 and code.isalpha():
+            with contextlib.suppress(ValueError):
+                moment = dateparser.parse(text, languages=[code], settings=settings)
+        if moment is None:
+            moment = dateparser.parse(text, settings=settings)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+def mark_shared_links(entries: list[FeedEntry], site_link: str | None) -> tuple[FeedEntry, ...]:
+    """Entries whose link other entries share (or that link to the feed's own home page)
+    are items of their own: marked, and keyed by guid, else enclosure, never by the link."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if entry.link:
+            counts[entry.link] = counts.get(entry.link, 0) + 1
+    home = site_link.rstrip("/") if site_link else None
+    result = []
+    for entry in entries:
+        link = entry.link
+        if link and (counts[link] > 1 or (home is not None and link.rstrip("/") == home)):
+            key = entry.key
+            if key.startswith("link:"):
+                key = (
+                    "enclosure:" + entry.enclosures[0].url[:2000]
+                    if entry.enclosures
+                    else entry_key(None, None, entry.title, entry.summary or entry.content)
+                )
+            entry = replace(entry, key=key, shared_link=True)
+        result.append(entry)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class EntryFields:
+    """What a format's parser found for one entry, as text; build_entry applies the rules
+    every format shares."""
+
+    guid: str | None
+    link: str | None  # absolute and http(s) (safe_link)
+    title: str
+    summary: str | None
+    content: str | None
+    authors: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    published: datetime | None = None
+    updated: datetime | None = None
+    enclosures: tuple[Enclosure, ...] = ()
+
+
+def build_entry(fields: EntryFields) -> FeedEntry | None:
+    """The entry, or None when it has nothing at all (no link, title or text)."""
+    summary, content = fields.summary, fields.content
+    if content and summary and summary == content[: len(summary)]:
+        # feedparser copies content:encoded (or Atom content) into `summary` when the
+        # entry has no description of its own: that is not a summary.
+        summary = None
+    if not (fields.link or fields.title or summary or content):
+        return None
+    return FeedEntry(
+        key=entry_key(clean_line(fields.guid) or None, fields.link, fields.title, summary),
+        link=fields.link,
+        title=fields.title,
+        summary=summary,
+        content=content,
+        authors=fields.authors,
+        tags=fields.tags,
+        published=fields.published or fields.updated,
+        updated=fields.updated,
+        enclosures=fields.enclosures,
+    )
+
+
+def clean_names(values: object) -> tuple[str, ...]:
+    """Author names or tags: one line each, at most 200 characters, no repeats."""
+    if not isinstance(values, list | tuple):
+        return ()
+    names = (clean_line(v, 200) for v in values if isinstance(v, str))
+    return tuple(dict.fromkeys(n for n in names if n))

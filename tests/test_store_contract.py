@@ -1,0 +1,187 @@
+"""The state store contract (ingestor/store/protocol.py), one suite for every backend:
+each test runs against each backend the `backend` fixture knows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ingestor.core import frontier
+from ingestor.core.entry import FeedEntry
+from ingestor.core.state import (
+    ArticleCommit,
+    CommitItem,
+    DedupQuery,
+    FeedState,
+    HostWait,
+    ItemRetry,
+    PollCommit,
+)
+from ingestor.core.urls import TrackingParams
+from ingestor.store.protocol import StateStore
+from ingestor.store.sqlite import SQLiteStateStore
+
+NOW = 1_700_000_000.0
+
+
+class Backend:
+    """Makes stores of one kind that share one backing database."""
+
+    def __init__(self, kind: str, tmp_path) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+
+    def make(self) -> StateStore:
+        if self.kind == "sqlite":
+            return SQLiteStateStore(self.tmp_path / "state.db")
+        raise AssertionError(self.kind)
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request, tmp_path) -> Backend:
+    return Backend(request.param, tmp_path)
+
+
+@pytest.fixture
+async def store(backend):
+    s = backend.make()
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def unseen(store, feed_id, keys):
+    return set(keys) - set(await store.entry_updated_times(feed_id, keys))
+
+
+async def test_feed_state_round_trips_across_restarts(backend):
+    first = backend.make()
+    await first.open()
+    state = FeedState(
+        feed_id="https://e.com/feed",
+        etag='"x"',
+        skip_hours=(1, 2),
+        next_due=123.5,
+        effective_url="https://e.com/new",
+    )
+    await first.save_feed(state)
+    await first.close()
+    second = backend.make()
+    await second.open()
+    assert (await second.load_feeds())["https://e.com/feed"] == state
+    await second.close()
+
+
+async def test_seen_entries_and_record_lifecycle(store):
+    assert await unseen(store, "f", ["a", "b"]) == {"a", "b"}
+    await store.mark_entries_seen("f", ["a"], 1.0)
+    assert await unseen(store, "f", ["a", "b"]) == {"b"}
+    assert await unseen(store, "other-feed", ["a"]) == {"a"}
+
+    location = await store.reserve_record("r1", "https://e.com/1", "2024/01/01/r1.json", 1.0)
+    # A redo on another day keeps the first reservation (same file, no duplicate).
+    assert await store.reserve_record("r1", "https://e.com/1", "2024/01/02/r1.json", 2.0) == (
+        location
+    )
+    ref = await store.record_by_canonical("https://e.com/1")
+    assert ref is not None and not ref.done
+    await store.commit_record(
+        CommitItem(
+            "r1",
+            "https://e.com/1",
+            "sha256:h",
+            "f",
+            "b",
+            "s1",
+            b"\x01\x00\x00\x00" * 4,
+            [11, 22],
+            5.0,
+        )
+    )
+    assert (await store.record_by_canonical("https://e.com/1")).done
+    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [22], 0.0), "r2") == (
+        "r1",
+        [],
+    )
+    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [], 0.0), "r1") == (
+        None,
+        [],
+    )
+    assert await unseen(store, "f", ["b"]) == set()
+    _exact, near = await store.duplicate_candidates(
+        DedupQuery("sha256:x", "s1", [22, 99], 0.0), "r2"
+    )
+    assert [c.record_id for c in near] == ["r1"]
+    assert await store.duplicate_candidates(DedupQuery("sha256:x", "other", [22], 0.0), "r2") == (
+        None,
+        [],
+    )
+    # Outside the time window:
+    assert await store.duplicate_candidates(DedupQuery("sha256:x", "s1", [22], 10.0), "r2") == (
+        None,
+        [],
+    )
+
+
+async def test_prune_forgets_old_keys_and_fingerprints(store):
+    await store.mark_entries_seen("f", ["old"], 1.0)
+    await store.mark_entries_seen("f", ["new"], 1000.0)
+    await store.reserve_record("r1", "u1", "l1", 1.0)
+    await store.commit_record(CommitItem("r1", "u1", "h", "f", "k", "s", b"\0" * 8, [5], 1.0))
+    removed = await store.prune(1000.0, seen_max_age=500.0, fingerprint_window=500.0)
+    assert removed >= 2
+    assert await unseen(store, "f", ["old", "new"]) == {"old"}
+    assert await store.duplicate_candidates(DedupQuery("h2", "s", [5], 0.0), "x") == (None, [])
+
+
+def _items(feed_id: str, n: int, host: str = "h:80") -> list[frontier.NewItem]:
+    entries = [
+        (FeedEntry(f"k{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False) for i in range(n)
+    ]
+    items = frontier.plan_items(
+        feed_id,
+        entries,
+        fetch_articles=True,
+        feed_title=None,
+        feed_language=None,
+        tracking=TrackingParams(),
+        now=NOW,
+    )
+    return [replace(i, host=host) for i in items]
+
+
+async def test_poll_commit_queues_entries_atomically_with_the_validators(store):
+    state = FeedState(feed_id="f", etag='"v1"', body_hash="b")
+    await store.commit_poll(PollCommit(state, _items("f", 3)))
+    # Queued again by a later poll: one item still, not two.
+    await store.commit_poll(PollCommit(state, _items("f", 3)))
+    assert (await store.load_feeds())["f"].etag == '"v1"'
+    assert await store.entry_updated_times("f", ["k0", "k1", "k2", "k9"]) == {
+        "k0": None,
+        "k1": None,
+        "k2": None,
+    }
+    assert await store.frontier_hosts(NOW) == {"h:80": 0.0}
+    claim = await store.claim_articles([("h:80", 2)], NOW, NOW + 60)
+    assert [i.entry.key for i in claim.items] == ["k0", "k1"]
+    assert claim.host_next == {"h:80": 0.0}  # k2 is still unclaimed
+    # Leased items are not claimed twice.
+    again = await store.claim_articles([("h:80", 5)], NOW, NOW + 60)
+    assert [i.entry.key for i in again.items] == ["k2"] and again.host_next == {"h:80": None}
+    first, second = claim.items
+    await store.reschedule_article(
+        ItemRetry(first.item_id, NOW + 30, 1, "HTTP 503", HostWait("h:80", NOW + 30, "R-A"))
+    )
+    await store.commit_article(ArticleCommit(second.item_id, "f", "k1", NOW, failure="x"))
+    assert await store.host_waits(NOW) == {"h:80": NOW + 30}
+    summary = await store.frontier_summary(NOW)
+    assert summary.size == 2 and summary.failures["f"][1] == "x"
+    (host,) = summary.hosts
+    assert (host.queued, host.ready_at, host.attempts, host.last_error) == (
+        2,
+        NOW + 30,
+        1,
+        "HTTP 503",
+    )
+    assert (await store.claim_articles([("h:80", 5)], NOW + 31, NOW + 90)).items[0].attempts == 1
