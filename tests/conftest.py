@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from bench.corpus import synthetic_paragraphs
 from ingestor.analyze.pool import WorkerPool
-from ingestor.config import (
+from ingestor.config.model import (
     Config,
     ExtractionConfig,
     FeedConfig,

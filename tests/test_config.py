@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestor.config import load_config, parse_duration, parse_size
+from ingestor.config.load import load_config
+from ingestor.config.values import parse_duration, parse_size
 from ingestor.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

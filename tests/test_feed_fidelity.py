@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from aiohttp import web
 
-from ingestor.config import FeedConfig
+from ingestor.config.model import FeedConfig
 from ingestor.core.record import record_schema
 from tests.conftest import make_config, read_records
 from tests.test_pipeline import run_pass

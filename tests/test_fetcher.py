@@ -27,8 +27,9 @@ from ingestor.errors import (
     TooLargeError,
     UnsupportedContentError,
 )
-from ingestor.http.fetcher import Fetcher, parse_freshness, parse_retry_after
+from ingestor.http.fetcher import Fetcher
 from ingestor.http.netguard import AddressPolicy
+from ingestor.http.responses import parse_freshness, parse_retry_after
 from ingestor.parse.decoding import decode_document
 from tests.conftest import loopback_http
 

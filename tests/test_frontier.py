@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from ingestor.config import FeedConfig, PipelineConfig
+from ingestor.config.model import FeedConfig, PipelineConfig
 from ingestor.core import frontier
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry

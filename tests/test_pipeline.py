@@ -10,7 +10,7 @@ from dataclasses import replace
 import jsonschema
 from aiohttp import web
 
-from ingestor.config import DedupConfig, FeedConfig, HTTPConfig
+from ingestor.config.model import DedupConfig, FeedConfig, HTTPConfig
 from ingestor.core.record import record_schema
 from ingestor.http.fetcher import Fetcher
 from ingestor.pipeline.pipeline import Pipeline

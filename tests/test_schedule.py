@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from ingestor.config import FeedConfig, ScheduleConfig
+from ingestor.config.model import FeedConfig, ScheduleConfig
 from ingestor.core.schedule import (
     base_interval,
     blocked_until,

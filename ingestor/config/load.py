@@ -15,14 +15,7 @@ from typing import Any
 
 import yaml
 
-from ingestor.config.model import (
-    Config,
-    FeedConfig,
-    RequestOptions,
-    parsers,
-    required,
-    sections,
-)
+from ingestor.config.model import Config, FeedConfig, RequestOptions, parsers, required, sections
 from ingestor.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

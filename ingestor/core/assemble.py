@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ingestor.config import FeedConfig
+from ingestor.config.model import FeedConfig
 from ingestor.core.analysis import ArticleAnalysis
 from ingestor.core.cleaning import MAX_TITLE_CHARS, clean_line
 from ingestor.core.dedup import DuplicateVerdict

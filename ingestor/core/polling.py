@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from ingestor.config import FeedConfig, RequestOptions
+from ingestor.config.model import FeedConfig, RequestOptions
 from ingestor.core.entry import FeedMeta
 from ingestor.core.state import FeedState
 from ingestor.core.urls import host_key

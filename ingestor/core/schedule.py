@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from ingestor.config import FeedConfig, ScheduleConfig
+from ingestor.config.model import FeedConfig, ScheduleConfig
 from ingestor.core.state import FeedState
 
 RECENT_ENTRY_TIMES = 20

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from ingestor.config import DEFAULT_TRACKING_PARAMS
+from ingestor.config.model import DEFAULT_TRACKING_PARAMS
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters that are safe to leave unescaped in a path; everything else is percent-encoded

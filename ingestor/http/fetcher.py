@@ -10,26 +10,22 @@ fetch(url) = for each attempt (transient errors retried with backoff and jitter)
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from ingestor.config import HTTPConfig, RequestOptions
+from ingestor.config.model import HTTPConfig, RequestOptions
 from ingestor.core.retrieved import RetrievedFeed, split_content_type
 from ingestor.core.urls import host_key
 from ingestor.errors import (
     BlockedAddressError,
-    ConnectError,
     FetchError,
-    FetchTimeoutError,
     GoneError,
     HTTPStatusError,
     RateLimitedError,
@@ -39,8 +35,14 @@ from ingestor.errors import (
     TooLargeError,
     UnsupportedContentError,
 )
-from ingestor.http.netguard import GUARD_MARKER, AddressPolicy
+from ingestor.http.netguard import AddressPolicy
 from ingestor.http.politeness import HostLimiter
+from ingestor.http.responses import (
+    looks_binary,
+    parse_freshness,
+    parse_retry_after,
+    translate_error,
+)
 from ingestor.http.robots import RobotsCache
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,11 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _PERMANENT = (301, 308)
 _CHUNK = 64 * 1024
 _ROBOTS_MAX_BYTES = 512 * 1024
-_MAX_RETRY_AFTER = 7 * 86400.0
 # A Crawl-delay above this is taken as this: a site asking for minutes between requests
 # would otherwise stall every article on it for hours.
 _MAX_CRAWL_DELAY = 30.0
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
-_BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF")
 _NO_OPTIONS = RequestOptions()
-_MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,46 +78,6 @@ class FetchResult:
     def retrieved(self) -> RetrievedFeed:
         """What a parser needs: the bytes, where they came from, what HTTP said they are."""
         return RetrievedFeed(self.body, self.final_url, self.media_type, self.charset)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds or an HTTP-date; returns the wall-clock time to wait for."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return now + min(float(value), _MAX_RETRY_AFTER)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment is None:
-        return None
-    return min(max(moment.timestamp(), now), now + _MAX_RETRY_AFTER)
-
-
-def parse_freshness(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds the response stays fresh (Cache-Control max-age, else Expires)."""
-    cache_control = headers.get("Cache-Control", "")
-    if cache_control:
-        if re.search(r"no-cache|no-store", cache_control, re.IGNORECASE):
-            return 0.0
-        ages = {name.lower(): int(v) for name, v in _MAX_AGE.findall(cache_control)}
-        if "max-age" in ages or "s-maxage" in ages:
-            return float(ages.get("max-age", ages.get("s-maxage", 0)))
-    expires = headers.get("Expires")
-    if expires:
-        try:
-            moment = email.utils.parsedate_to_datetime(expires)
-        except (TypeError, ValueError, IndexError):
-            return 0.0
-        return max(0.0, moment.timestamp() - now)
-    return None
-
-
-def looks_binary(body: bytes) -> bool:
-    head = body[:512]
-    return head.startswith(_BINARY_MAGIC) or b"\x00" in head
 
 
 class Fetcher:
@@ -352,45 +311,6 @@ class Fetcher:
         return result.status, result.body
 
 
-# aiohttp's exceptions and the FetchError each one means, most specific first.
-_ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[str, BaseException], FetchError]], ...] = (
-    (aiohttp.ClientConnectorError, lambda url, exc: _connect_error(url, exc)),
-    (aiohttp.TooManyRedirects, lambda url, exc: RedirectError(url, "too many redirects")),
-    (aiohttp.InvalidURL, lambda url, exc: FetchError(url, "invalid URL")),
-    (
-        aiohttp.ClientPayloadError,
-        lambda url, exc: ConnectError(url, f"broken response body: {_first_line(exc)}"),
-    ),
-    (
-        aiohttp.ClientResponseError,
-        lambda url, exc: FetchError(url, f"bad response: {_first_line(exc)}"),
-    ),
-    (
-        aiohttp.ClientError,
-        lambda url, exc: ConnectError(url, f"connection failed: {_first_line(exc)}"),
-    ),
-    (OSError, lambda url, exc: ConnectError(url, f"connection failed: {_first_line(exc)}")),
-)
-
-
-def translate_error(url: str, exc: BaseException, total_timeout: float) -> FetchError | None:
-    """The FetchError an exception from aiohttp (or the socket) means; None if it is none
-    of theirs (a bug, which must not be disguised as a network error)."""
-    if isinstance(exc, TimeoutError):
-        return FetchTimeoutError(url, f"timed out (total {total_timeout:g}s)")
-    for kind, make in _ERROR_TABLE:
-        if isinstance(exc, kind):
-            return make(url, exc)
-    return None
-
-
-def _connect_error(url: str, exc: BaseException) -> FetchError:
-    if GUARD_MARKER in str(exc):
-        return BlockedAddressError(url, _guard_reason(str(exc)))
-    os_error = getattr(exc, "os_error", None)
-    return ConnectError(url, f"cannot connect: {getattr(os_error, 'strerror', None) or exc}")
-
-
 async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared > max_bytes:
@@ -413,14 +333,3 @@ def _check_scheme(url: str) -> None:
         raise FetchError(url, "invalid URL") from None
     if scheme not in ("http", "https"):
         raise BlockedAddressError(url, f"scheme {scheme or '(none)'!r} is not http or https")
-
-
-def _guard_reason(text: str) -> str:
-    start = text.find(GUARD_MARKER)
-    end = text.find("allowed_networks", start)
-    return text[start : end + len("allowed_networks")] if end > start else GUARD_MARKER
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:300]

@@ -7,13 +7,13 @@ import calendar
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
 from ingestor.core.cleaning import clean_line
-from ingestor.core.entry import Enclosure, FeedEntry
+from ingestor.core.entry import FeedEntry
 
 MAX_SUMMARY_CHARS = 20_000
 
@@ -114,43 +114,21 @@ def mark_shared_links(entries: list[FeedEntry], site_link: str | None) -> tuple[
     return tuple(result)
 
 
-@dataclass(frozen=True)
-class EntryFields:
-    """What a format's parser found for one entry, as text; build_entry applies the rules
-    every format shares."""
-
-    guid: str | None
-    link: str | None  # absolute and http(s) (safe_link)
-    title: str
-    summary: str | None
-    content: str | None
-    authors: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    published: datetime | None = None
-    updated: datetime | None = None
-    enclosures: tuple[Enclosure, ...] = ()
-
-
-def build_entry(fields: EntryFields) -> FeedEntry | None:
-    """The entry, or None when it has nothing at all (no link, title or text)."""
-    summary, content = fields.summary, fields.content
+def build_entry(draft: FeedEntry, guid: str | None) -> FeedEntry | None:
+    """A format parser's draft entry (its key not yet set) finished by the rules every
+    format shares; None when it has nothing at all (no link, title or text)."""
+    summary, content = draft.summary, draft.content
     if content and summary and summary == content[: len(summary)]:
         # feedparser copies content:encoded (or Atom content) into `summary` when the
         # entry has no description of its own: that is not a summary.
         summary = None
-    if not (fields.link or fields.title or summary or content):
+    if not (draft.link or draft.title or summary or content):
         return None
-    return FeedEntry(
-        key=entry_key(clean_line(fields.guid) or None, fields.link, fields.title, summary),
-        link=fields.link,
-        title=fields.title,
+    return replace(
+        draft,
+        key=entry_key(clean_line(guid) or None, draft.link, draft.title, summary),
         summary=summary,
-        content=content,
-        authors=fields.authors,
-        tags=fields.tags,
-        published=fields.published or fields.updated,
-        updated=fields.updated,
-        enclosures=fields.enclosures,
+        published=draft.published or draft.updated,
     )
 
 

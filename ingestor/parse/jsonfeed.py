@@ -14,7 +14,6 @@ from ingestor.core.entry import Enclosure, FeedEntry, FeedMeta, ParsedFeed
 from ingestor.errors import ParseError
 from ingestor.parse.entries import (
     MAX_CONTENT_CHARS,
-    EntryFields,
     build_entry,
     clean_names,
     mark_shared_links,
@@ -95,8 +94,8 @@ def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> Fe
     raw_id = item.get("id")
     guid = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
     return build_entry(
-        EntryFields(
-            guid=guid,
+        FeedEntry(
+            key="",
             link=safe_link(feed_url, _s(item.get("url")) or _s(item.get("external_url"))),
             title=clean_line(_s(item.get("title")), 1000),
             summary=html_to_text(_s(item.get("summary"))) or None,
@@ -106,7 +105,8 @@ def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> Fe
             published=_json_date(item.get("date_published")),
             updated=_json_date(item.get("date_modified")),
             enclosures=_attachments(item, feed_url),
-        )
+        ),
+        guid,
     )
 
 

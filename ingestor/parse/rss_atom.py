@@ -16,7 +16,6 @@ from ingestor.errors import ParseError
 from ingestor.parse.entries import (
     MAX_CONTENT_CHARS,
     MAX_SUMMARY_CHARS,
-    EntryFields,
     build_entry,
     clean_names,
     foreign_date,
@@ -103,8 +102,8 @@ def _normalize_entry(raw: Any, feed_url: str, language: str | None) -> FeedEntry
     published, updated = _entry_dates(raw, language)
     guid = raw.get("id") if isinstance(raw.get("id"), str) else None
     return build_entry(
-        EntryFields(
-            guid=guid,
+        FeedEntry(
+            key="",
             link=link,
             title=clean_line(html_to_text(raw.get("title")) if raw.get("title") else "", 1000),
             summary=html_to_text(
@@ -123,7 +122,8 @@ def _normalize_entry(raw: Any, feed_url: str, language: str | None) -> FeedEntry
             published=published,
             updated=updated,
             enclosures=_enclosures(raw, link or feed_url),
-        )
+        ),
+        guid,
     )
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urldefrag
 
 from ingestor.analyze.fingerprint import scheme_id
 from ingestor.analyze.jobs import ArticleJob, analyze_article
-from ingestor.config import FeedConfig
+from ingestor.config.model import FeedConfig
 from ingestor.core import frontier
 from ingestor.core.analysis import ArticleAnalysis
 from ingestor.core.assemble import build_record

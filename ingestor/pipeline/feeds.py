@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ingestor.analyze.jobs import parse_feed_job
-from ingestor.config import FeedConfig
+from ingestor.config.model import FeedConfig
 from ingestor.core import frontier, schedule
 from ingestor.core.dedup import new_entries, updated_entries
 from ingestor.core.entry import ParsedFeed

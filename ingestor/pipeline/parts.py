@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 from ingestor.analyze.pool import WorkerPool
-from ingestor.config import Config
+from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.core.urls import TrackingParams
 from ingestor.http.fetcher import Fetcher

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ingestor.analyze.pool import WorkerPool
-from ingestor.config import Config, FeedConfig
+from ingestor.config.model import Config, FeedConfig
 from ingestor.core import frontier
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.metrics import Metrics

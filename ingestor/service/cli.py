@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ingestor import __version__
-from ingestor.config import Config, load_config
+from ingestor.config.load import load_config
+from ingestor.config.model import Config
 from ingestor.errors import ConfigError, SinkError, StateError
 from ingestor.pipeline.outcomes import PassSummary
 from ingestor.service.logsetup import setup_logging

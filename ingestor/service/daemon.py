@@ -17,8 +17,8 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ingestor.config import Config, FeedConfig, load_config
-from ingestor.config.model import sections
+from ingestor.config.load import load_config
+from ingestor.config.model import Config, FeedConfig, sections
 from ingestor.core import schedule
 from ingestor.core.metrics import Metrics
 from ingestor.errors import ConfigError

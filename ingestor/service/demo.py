@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ingestor.config import (
+from ingestor.config.model import (
     Config,
     ExtractionConfig,
     FeedConfig,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ingestor.analyze.pool import WorkerPool
-from ingestor.config import Config
+from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.http.fetcher import Fetcher
 from ingestor.pipeline.pipeline import Pipeline

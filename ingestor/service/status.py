@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ingestor.config import Config
+from ingestor.config.model import Config
 from ingestor.core.state import FeedState, FrontierRow, FrontierSummary
 from ingestor.store.sqlite import SQLiteStateStore
 
