@@ -400,6 +400,40 @@ async def test_disk_full_is_a_clear_error_and_recovers_when_space_returns(tmp_pa
         subprocess.run(["umount", "-l", str(out)], capture_output=True)
 
 
+async def test_run_once_on_a_full_disk_ends_and_keeps_the_articles_queued(tmp_path, serve):
+    out = tmp_path / "out"
+    if not _mount_tmpfs(out, "512k"):
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        fd = os.open(out / "filler.bin", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(4096))
+        os.close(fd)
+        farm = Farm(feeds=1, items=3)
+        farm.base = await serve(farm.app)
+        config = tmp_path / "ingestor.yaml"
+        write_config(config, farm.feed_urls())
+        config.write_text(
+            config.read_text().replace("pipeline:\n", "pipeline:\n  once_max_wait: 3s\n")
+        )
+        started = time.monotonic()
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ingestor", "run", "--config", str(config), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert time.monotonic() - started < 60
+        assert "disk full" in run.stderr
+        assert "still queued for the next run: 3" in run.stdout, run.stdout
+        assert list(out.rglob("*.json")) == []
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
 async def test_locked_state_is_a_clear_error_at_start(tmp_path, serve):
     farm = Farm(feeds=1, items=1)
     farm.base = await serve(farm.app)

@@ -62,6 +62,7 @@ class ArticleDispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = True
         self._paused_until = 0.0
+        self._failing_since: float | None = None  # the output has failed since then
 
     # --- lifecycle ---
 
@@ -100,6 +101,8 @@ class ArticleDispatcher:
     def pause(self, until: float) -> None:
         """Claim nothing before `until` (the output is failing: every item would fail)."""
         self._paused_until = max(self._paused_until, until)
+        if self._failing_since is None:
+            self._failing_since = time.time()
 
     # --- what others ask ---
 
@@ -128,6 +131,11 @@ class ArticleDispatcher:
             self._progress.clear()
             now = time.time()
             if frontier.settled(self.views(now), self.in_flight, now, max_wait):
+                return
+            failing = self._failing_since
+            if failing is not None and now - failing > max_wait and not self.in_flight:
+                # The output has failed for the whole wait (a full disk): the items stay
+                # queued for the next run instead of a pass that never ends.
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), 1.0)
@@ -190,5 +198,7 @@ class ArticleDispatcher:
                 del self._in_flight[item.host]
             if due_again is not None:
                 self._board[item.host] = min(self._board.get(item.host, due_again), due_again)
+            elif self._paused_until <= time.time():
+                self._failing_since = None  # an item went through: the output works
             self._wake.set()
             self._progress.set()
