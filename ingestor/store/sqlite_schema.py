@@ -157,18 +157,7 @@ def record_ref(row: tuple[Any, ...]) -> RecordRef:
 
 def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
     item_id, feed_id, canonical, host, payload, is_update, attempts, enqueued, error, known = row
-    entry, feed_title, feed_language = decode_payload(payload)
-    return FrontierItem(
-        item_id=item_id,
-        feed_id=feed_id,
-        entry=entry,
-        canonical_url=canonical,
-        host=host,
-        feed_title=feed_title,
-        feed_language=feed_language,
-        is_update=bool(is_update),
-        attempts=attempts,
-        enqueued_at=enqueued,
-        last_error=error,
-        known_record=known,
-    )
+    entry, title, language = decode_payload(payload)
+    # In FrontierItem's field order (the names above say which is which).
+    item = (item_id, feed_id, entry, canonical, host, title, language, bool(is_update))
+    return FrontierItem(*item, attempts, enqueued, error, known)
