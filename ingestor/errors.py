@@ -12,7 +12,8 @@
         │   └── RateLimitedError   429/503 with Retry-After   ─┐
         ├── RetryLater             come back at `not_before` ◄─┘ (also HostBackoffError)
         │   └── HostBackoffError   not sent: the host asked us to wait
-        ├── ConnectError, FetchTimeoutError                  (transient)
+        ├── ConnectError, FetchTimeoutError,
+        │   RobotsUnavailableError                           (transient)
         └── TooLargeError, BlockedAddressError, RedirectError,
             RobotsDisallowedError, UnsupportedContentError   (permanent)
 
@@ -160,6 +161,13 @@ class RobotsDisallowedError(FetchError):
     """robots.txt of the host disallows this URL for our User-Agent."""
 
     kind = "robots"
+
+
+class RobotsUnavailableError(FetchError):
+    """robots.txt could not be had (5xx, unreachable): disallowed for now, retried later."""
+
+    kind = "robots_unavailable"
+    transient = True
 
 
 class UnsupportedContentError(FetchError):

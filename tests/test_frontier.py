@@ -255,6 +255,7 @@ class NewsHost:
         self.crawl_delay = crawl_delay
         self.page_status = lambda n, hit: None
         self.feed_status = lambda: None
+        self.robots_status = lambda: None
         self.page_hits: list[tuple[float, int]] = []  # (arrival time, item)
         self.feed_hits: list[int] = []  # status answered
         self.base = ""
@@ -293,6 +294,9 @@ class NewsHost:
         )
 
     async def robots(self, _request: web.Request) -> web.Response:
+        answer = self.robots_status()
+        if answer is not None:
+            return web.Response(status=answer[0], headers=answer[1])
         delay = f"Crawl-delay: {self.crawl_delay}\n" if self.crawl_delay else ""
         return web.Response(text=f"User-agent: *\n{delay}Allow: /\n")
 
@@ -462,3 +466,38 @@ async def test_a_feed_that_asks_to_wait_is_polled_again_in_the_same_pass(
     summary, _ = await run_pass(config, worker_pool)
     assert summary.written == 3 and summary.failed == 0, summary
     assert time.monotonic() - started >= 4.0  # it did wait each time it was asked to
+
+
+async def test_a_robots_txt_that_asks_to_wait_pauses_its_host_instead_of_forbidding_it(
+    tmp_path, serve, worker_pool
+):
+    """A site under load answers robots.txt like its pages: 503 with Retry-After. The
+    host waits (nothing reaches it meanwhile), then its pages are fetched as usual; a
+    robots.txt that keeps failing counts as a disallow for now and is retried, and only
+    after the attempts do the articles get the feed's text."""
+    busy = await NewsHost("robots", 4).start(serve, "127.0.0.17")
+    told: list[float] = []
+
+    def robots_busy_once():
+        if not told:
+            told.append(time.time())
+            return 503, {"Retry-After": "2"}
+        return None
+
+    busy.robots_status = robots_busy_once
+    config = farm_config(tmp_path, [busy])
+    summary, _ = await run_pass(config, worker_pool)
+    assert summary.written == 4 and summary.fallbacks == 0, summary
+    records = read_records(config.output.dir)
+    assert {r["extraction_method"] for r in records} == {"trafilatura"}
+    assert [t for t, _n in busy.page_hits if t < told[0] + 2.0] == []
+
+    # A robots.txt that keeps failing: retried, and only then the feed's text.
+    down = await NewsHost("robots-down", 2).start(serve, "127.0.0.18")
+    down.robots_status = lambda: (500, {})
+    config = farm_config(
+        tmp_path / "down", [down], max_article_attempts=2, article_retry_delay=0.05
+    )
+    summary, _ = await run_pass(config, worker_pool)
+    assert summary.written == 2 and summary.fallbacks == 2 and down.page_hits == []
+    assert {r["extraction_method"] for r in read_records(config.output.dir)} == {"feed_summary"}

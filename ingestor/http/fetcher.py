@@ -32,6 +32,7 @@ from ingestor.errors import (
     RedirectError,
     RetryLater,
     RobotsDisallowedError,
+    RobotsUnavailableError,
     TooLargeError,
     UnsupportedContentError,
 )
@@ -149,6 +150,12 @@ class Fetcher:
         _check_scheme(url)
         if respect_robots:
             if not await self.robots.allowed(url):
+                if self.robots.unavailable(url):
+                    raise RobotsUnavailableError(
+                        url,
+                        "robots.txt is unavailable (server error or unreachable): "
+                        "the host counts as disallowed for now, retried later",
+                    )
                 raise RobotsDisallowedError(url, "disallowed by robots.txt")
             crawl_delay = await self.robots.crawl_delay(url)
             if crawl_delay:
@@ -299,12 +306,14 @@ class Fetcher:
     async def _get_robots(self, url: str) -> tuple[int, bytes]:
         try:
             result = await self.fetch(url, max_bytes=_ROBOTS_MAX_BYTES)
+        except (BlockedAddressError, RetryLater):
+            # The article itself would be refused, or must wait, for the same reason: a
+            # robots.txt answered 429/503 with Retry-After pauses the host like a page.
+            raise
         except HTTPStatusError as exc:
             return exc.status or 0, b""
         except TooLargeError:
             return 200, b""
-        except (BlockedAddressError, RetryLater):
-            raise  # the article itself would be refused or deferred for the same reason
         except FetchError as exc:
             log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
             return 0, b""

@@ -22,9 +22,14 @@ def robots_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/robots.txt"
 
 
+class _Unavailable(RobotFileParser):
+    """The disallow-all of a robots.txt that could not be had (5xx, unreachable): the
+    site may well allow us once it answers again."""
+
+
 def parse_robots(status: int, body: bytes) -> RobotFileParser:
     """RFC 9309: 2xx is parsed; 4xx means no rules; 5xx or unreachable means disallow all."""
-    parser = RobotFileParser()
+    parser = RobotFileParser() if 200 <= status < 500 else _Unavailable()
     if 200 <= status < 300:
         parser.parse(body.decode("utf-8", "replace").splitlines())
     elif 400 <= status < 500:
@@ -44,6 +49,12 @@ class RobotsCache:
     async def allowed(self, url: str) -> bool:
         parser = await self._parser_for(robots_url(url))
         return parser.can_fetch(self._agent, url)
+
+    def unavailable(self, url: str) -> bool:
+        """Whether the cached rules for this URL's host are those of an unavailable
+        robots.txt (a temporary disallow, unlike a real Disallow rule)."""
+        cached = self._cache.get(robots_url(url))
+        return cached is not None and isinstance(cached[1], _Unavailable)
 
     async def crawl_delay(self, url: str) -> float | None:
         """The host's Crawl-delay for our agent (or `*`), in seconds, if it sets one."""

@@ -162,13 +162,17 @@ class ArticleWorker(UsesParts):
             now=time.time(),
             rng=self.rng,
         )
+        link = item.entry.link or exc.url
+        # The error may come from a redirect target or from the host's robots.txt.
+        where = "" if exc.url == link else f" (at {exc.url})"
         if isinstance(decision, frontier.Fallback):
             self.on_result(None)
             log.warning(
-                "feed %s: article %s not fetched (%s); using the feed's own text",
+                "feed %s: article %s not fetched (%s%s); using the feed's own text",
                 feed.url,
-                exc.url,
+                link,
                 decision.reason,
+                where,
             )
             return decision
         host_wait = None
@@ -183,10 +187,11 @@ class ArticleWorker(UsesParts):
         if decision.attempts > item.attempts:
             self.metrics.inc("article_retries")
             log.info(
-                "feed %s: article %s: %s; try %d of %d in %.0fs",
+                "feed %s: article %s: %s%s; try %d of %d in %.0fs",
                 feed.url,
-                exc.url,
+                link,
                 decision.error,
+                where,
                 decision.attempts + 1,
                 pipeline.max_article_attempts,
                 max(decision.not_before - time.time(), 0.0),

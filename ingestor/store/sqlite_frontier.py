@@ -202,25 +202,19 @@ class SQLiteFrontier(SQLiteConnection):
             size, oldest = conn.execute(
                 "SELECT count(*), min(enqueued_at) FROM frontier"
             ).fetchone()
-            waits = {
-                h: t
-                for h, t in conn.execute(
-                    "SELECT host, not_before FROM host_waits WHERE not_before > ?", (now,)
-                )
-            }
+            # An item is due at its own not_before or when its host stops waiting,
+            # whichever is later.
             grouped = (
-                "SELECT {key}, count(*), min(not_before), max(attempts), "
+                "SELECT f.{key}, count(*), "
+                "min(max(f.not_before, coalesce(w.not_before, 0))), max(f.attempts), "
                 "(SELECT last_error FROM frontier g WHERE g.{key} = f.{key} "
                 "AND g.last_error IS NOT NULL ORDER BY g.attempts DESC LIMIT 1) "
-                "FROM frontier f GROUP BY {key} ORDER BY count(*) DESC"
+                "FROM frontier f LEFT JOIN host_waits w ON w.host = f.host AND w.not_before > ? "
+                "GROUP BY f.{key} ORDER BY count(*) DESC"
             )
-            hosts = [
-                FrontierRow(h, n, max(due, waits.get(h, 0.0)), a, e)
-                for h, n, due, a, e in conn.execute(grouped.format(key="host"))
-            ]
+            hosts = [FrontierRow(*row) for row in conn.execute(grouped.format(key="host"), (now,))]
             feeds = [
-                FrontierRow(f, n, due, a, e)
-                for f, n, due, a, e in conn.execute(grouped.format(key="feed_id"))
+                FrontierRow(*row) for row in conn.execute(grouped.format(key="feed_id"), (now,))
             ]
             failures = {
                 feed_id: (url, error, at)
