@@ -464,20 +464,26 @@ async def _fill_frontier(state_path: Path, items: int, hosts: int) -> None:
         await store.close()
 
 
-def daemon_main_rss(config: Path, seconds: float) -> float:
-    """Peak RSS of the daemon's main process over `seconds` after start-up settles."""
-    log = config.parent / "daemon.log"
+def start_daemon(config: Path, log: Path, settle: float) -> subprocess.Popen[bytes]:
+    """The real daemon, once it says it runs and `settle` seconds later (the worker pool
+    comes up after the log line)."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ingestor", "run", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 120
+    while "ingestor running" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(settle)
+    return process
+
+
+def daemon_main_rss(config: Path, seconds: float) -> float:
+    """Peak RSS of the daemon's main process over `seconds` after start-up settles."""
+    process = start_daemon(config, config.parent / "daemon.log", 3)
     try:
-        deadline = time.monotonic() + 120
-        while "ingestor running" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3)
         peak = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -558,18 +564,8 @@ def polling_and_idle(args: argparse.Namespace, root: Path) -> list[str]:
 
 
 def idle_daemon(config: Path, seconds: float) -> list[str]:
-    log = config.parent / "idle.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingestor", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_daemon(config, config.parent / "idle.log", 5)
     try:
-        deadline = time.monotonic() + 120
-        while "ingestor running" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(5)  # let start-up settle: the worker pool comes up after the log line
         pids = tree(process.pid)
         start = {p: cpu_and_rss(p)[0] for p in pids}
         time.sleep(seconds)

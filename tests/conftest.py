@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,3 +128,14 @@ LOREM_EN = [
 def distinct_story(seed: int, paragraphs: int = 4, sentences: int = 4) -> list[str]:
     """English news-like paragraphs; different seeds share almost no word 3-shingles."""
     return synthetic_paragraphs(seed, paragraphs, sentences)
+
+
+async def ingestor_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `ingestor` command, run off the event loop; its output captured."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ingestor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

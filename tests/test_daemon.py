@@ -7,14 +7,13 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from aiohttp import web
 
-from tests.conftest import article_html, distinct_story, read_records, rss
+from tests.conftest import article_html, distinct_story, ingestor_cli, read_records, rss
 
 
 class Farm:
@@ -213,7 +212,6 @@ async def test_kill_9_at_any_moment_loses_nothing_and_duplicates_nothing(tmp_pat
 
 async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path, serve):
     import re
-    import subprocess
 
     import aiohttp
 
@@ -245,13 +243,7 @@ async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path,
         assert "ingestor_frontier_size 0" in text
         assert "ingestor_frontier_oldest_age_seconds" in text
         assert 'ingestor_stage_seconds_count{stage="extract"} 2' in text
-        status = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "ingestor", "status", "--config", str(config), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        status = await ingestor_cli("status", "--config", str(config), "--json", timeout=60)
         rows = {row["url"]: row for row in json.loads(status.stdout)}
         assert rows[farm.feed_urls()[0]]["items"] == 2
         assert rows["http://127.0.0.1:9/unreachable.xml"]["consecutive_failures"] >= 1
@@ -286,13 +278,7 @@ async def test_kill_9_with_200_items_queued_writes_each_exactly_once_after_resta
         ), log.read_text()[-3000:]
         daemon.kill()
         await daemon.wait()
-        queued = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "ingestor", "status", "--config", str(config), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        queued = await ingestor_cli("status", "--config", str(config), "--json", timeout=60)
         rows = json.loads(queued.stdout)
         assert sum(r["queued"] for r in rows) >= total - 20, rows
         daemon = await start_daemon(config, log)

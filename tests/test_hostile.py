@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from ingestor.core.record import record_schema
-from tests.conftest import article_html, distinct_story, read_records, rss
+from tests.conftest import article_html, distinct_story, ingestor_cli, read_records, rss
 from tests.test_daemon import Farm, descendants, start_daemon, wait_for, write_config
 from tests.test_feeds import BILLION_LAUGHS, quadratic_blowup, xxe
 
@@ -418,13 +418,7 @@ async def test_run_once_on_a_full_disk_ends_and_keeps_the_articles_queued(tmp_pa
             config.read_text().replace("pipeline:\n", "pipeline:\n  once_max_wait: 3s\n")
         )
         started = time.monotonic()
-        run = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "ingestor", "run", "--config", str(config), "--once"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        run = await ingestor_cli("run", "--config", str(config), "--once", timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         assert time.monotonic() - started < 60
         assert "disk full" in run.stderr
@@ -443,13 +437,7 @@ async def test_locked_state_is_a_clear_error_at_start(tmp_path, serve):
     daemon = await start_daemon(config, log)
     try:
         assert await wait_for(lambda: "ingestor running" in log.read_text(), 30)
-        second = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "ingestor", "run", "--config", str(config), "--once"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = await ingestor_cli("run", "--config", str(config), "--once", timeout=60)
         assert second.returncode == 1
         assert "in use by another ingestor process" in second.stderr
         assert f"pid {daemon.pid}" in second.stderr
