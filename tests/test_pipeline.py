@@ -459,3 +459,44 @@ async def test_a_burst_of_entries_keeps_page_fetches_bounded(tmp_path, serve, wo
     summary, _ = await run_pass(config, worker_pool)
     assert summary.written == entries and summary.failed == 0
     assert 1 <= peak <= 3
+
+
+async def test_a_parse_cut_short_by_the_worker_time_limit_is_redone_on_the_next_poll(
+    tmp_path, serve, worker_pool
+):
+    """The feed's validators are stored only with a body that was parsed: after a parse
+    that hit the worker time limit, the next poll must not send them and get a 304."""
+    site = Site()
+    site.base = await serve(site.app)
+    site.items = [
+        {"title": f"Item {n}", "guid": f"g{n}", "description": f"Body {n}"} for n in range(800)
+    ]
+    feed = FeedConfig(url=f"{site.base}/feed.xml", fetch_articles=False)
+    config = make_config(tmp_path, [feed])
+    from ingestor.analyze.pool import WorkerPool
+
+    with WorkerPool(workers=1, task_timeout=0.01) as hasty:
+        summary, pipeline = await run_pass(config, hasty)
+    assert summary.failed == 1 and "time limit" in summary.errors[0]
+    assert pipeline.states[feed.url].etag is None
+    # The daemon's next poll, once the error backoff is over.
+    store = SQLiteStateStore(config.state.path)
+    await store.open()
+    try:
+        async with Fetcher(config.http) as fetcher:
+            pipeline = Pipeline(
+                config,
+                fetcher=fetcher,
+                pool=worker_pool,
+                store=store,
+                sink=FileSink(config.output.dir),
+            )
+            await pipeline.start()
+            try:
+                outcome = await pipeline.poll_feed(feed)
+            finally:
+                await pipeline.stop()
+    finally:
+        await store.close()
+    assert (outcome.status.value, outcome.new_entries) == ("ok", 800)
+    assert pipeline.states[feed.url].etag == '"800"'

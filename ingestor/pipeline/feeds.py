@@ -111,11 +111,15 @@ class FeedPoller(UsesParts):
                 feed, state, PollOutcome(feed.feed_id, PollStatus.NOT_MODIFIED)
             )
         body_hash = hashlib.sha256(response.body).hexdigest()
-        state = replace(state, etag=response.etag, last_modified=response.last_modified)
+        # Validators are stored only with a body that was parsed (or is known unchanged): a
+        # parse that fails for a passing reason (a worker time limit) is redone next poll.
+        validators = {"etag": response.etag, "last_modified": response.last_modified}
         if body_hash == state.body_hash:
             self.metrics.inc("feeds_unchanged")
             return await self._feed_succeeded(
-                feed, state, PollOutcome(feed.feed_id, PollStatus.UNCHANGED)
+                feed,
+                replace(state, **validators),
+                PollOutcome(feed.feed_id, PollStatus.UNCHANGED),
             )
         started = time.perf_counter()
         try:
@@ -136,6 +140,7 @@ class FeedPoller(UsesParts):
         ]
         state = replace(
             state,
+            **validators,
             body_hash=body_hash,
             recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
             items=state.items + sum(not i.is_update for i in items),
