@@ -106,16 +106,12 @@ class ArticleWorker(UsesParts):
 
     async def _process(self, feed: FeedConfig, item: FrontierItem) -> tuple[Article, float | None]:
         if item.known_record is not None and not item.is_update:
-            self.metrics.inc("duplicates", "url")
-            await self._finish(item, seen=item.known_record)
-            return Article.DUPLICATE, None
+            return await self._url_duplicate(item, item.known_record), None
         async with self._claim(item.canonical_url) as first:
             if not first and not item.is_update:
                 known = await self.store.record_by_canonical(item.canonical_url)
                 if known is not None and known.done:
-                    self.metrics.inc("duplicates", "url")
-                    await self._finish(item, seen=known.record_id)
-                    return Article.DUPLICATE, None
+                    return await self._url_duplicate(item, known.record_id), None
             page: FetchResult | None = None
             failure: str | None = None
             entry = item.entry
@@ -127,9 +123,9 @@ class ArticleWorker(UsesParts):
                     if isinstance(decision, frontier.Retry):
                         return Article.RETRY, decision.not_before
                     failure = decision.reason
-            analysis = await self._analyze(feed, item, page)
-            canonical = item.canonical_url
             url, _fragment = urldefrag(page.final_url if page else (entry.link or feed.url))
+            analysis = await self._analyze(feed, item, page, url)
+            canonical = item.canonical_url
             if page is not None:
                 canonical = page_canonical(
                     page.final_url, analysis.meta.canonical_url, self.tracking
@@ -199,10 +195,9 @@ class ArticleWorker(UsesParts):
         return decision
 
     async def _analyze(
-        self, feed: FeedConfig, item: FrontierItem, page: FetchResult | None
+        self, feed: FeedConfig, item: FrontierItem, page: FetchResult | None, url: str
     ) -> ArticleAnalysis:
         entry = item.entry
-        url, _fragment = urldefrag(page.final_url if page else (entry.link or feed.url))
         extraction = self.config.extraction
         job = ArticleJob(
             url=url,
@@ -233,6 +228,12 @@ class ArticleWorker(UsesParts):
         for stage, seconds in analysis.timings.items():
             self.metrics.observe(stage, seconds)
         return analysis
+
+    async def _url_duplicate(self, item: FrontierItem, record_id: str) -> Article:
+        """An article already written under this canonical URL: the entry maps to it."""
+        self.metrics.inc("duplicates", "url")
+        await self._finish(item, seen=record_id)
+        return Article.DUPLICATE
 
     async def _finish(
         self,
@@ -317,9 +318,7 @@ class ArticleWorker(UsesParts):
             if existing is not None and existing.done:
                 if not item.is_update:
                     # The page's rel=canonical named an article written already.
-                    self.metrics.inc("duplicates", "url")
-                    await self._finish(item, seen=rid)
-                    return Article.DUPLICATE
+                    return await self._url_duplicate(item, rid)
                 if existing.content_hash == prints.content_hash or not changed_substantially(
                     prep.old_signature, prints.signature, dedup.update_threshold
                 ):
