@@ -139,3 +139,34 @@ async def ingestor_cli(*args: str, timeout: float = 120) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session (see tests/pgcluster.py)."""
+    import os
+
+    from tests.pgcluster import REQUIRE_ENV, find_bin_dir, running_cluster
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        reason = "PostgreSQL is not installed (no pg_ctl on PATH or in /usr/lib/postgresql)"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_ENV} is set")
+        pytest.skip(reason)
+    with running_cluster(bin_dir) as cluster:
+        yield cluster
+
+
+_pg_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """A fresh, empty database on the session's server; its libpq URL."""
+    import psycopg
+
+    name = f"t{next(_pg_databases)}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return str(pg_cluster.url(name))

@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ingestor"
 
 # layer -> the layers (and third-party I/O packages) it must not import
 FORBIDDEN = {
-    "core": {"http", "store", "sink", "service", "pipeline", "aiohttp", "sqlite3"},
+    "core": {"http", "store", "sink", "service", "pipeline", "aiohttp", "sqlite3", "psycopg"},
     "parse": {"http", "store", "sink", "service", "pipeline", "analyze", "aiohttp", "sqlite3"},
     "analyze": {"http", "store", "sink", "service", "pipeline", "aiohttp", "sqlite3"},
     "http": {"store", "sink", "service", "pipeline", "analyze", "parse", "sqlite3"},
     "store": {"http", "sink", "service", "pipeline", "analyze", "aiohttp"},
     "sink": {"http", "store", "service", "pipeline", "analyze", "aiohttp", "sqlite3"},
-    "pipeline": {"service"},
+    "pipeline": {"service", "sqlite3", "psycopg", "psycopg_pool"},
 }
 LAYERS = {"core", "parse", "analyze", "http", "store", "sink", "pipeline", "service"}
 

@@ -20,6 +20,7 @@ from ingestor.core.state import (
 )
 from ingestor.core.urls import TrackingParams
 from ingestor.store.protocol import StateStore
+from ingestor.store.postgres import PostgresStateStore
 from ingestor.store.sqlite import SQLiteStateStore
 
 NOW = 1_700_000_000.0
@@ -28,18 +29,22 @@ NOW = 1_700_000_000.0
 class Backend:
     """Makes stores of one kind that share one backing database."""
 
-    def __init__(self, kind: str, tmp_path) -> None:
+    def __init__(self, kind: str, tmp_path, url: str | None = None) -> None:
         self.kind = kind
         self.tmp_path = tmp_path
+        self.url = url
 
-    def make(self) -> StateStore:
+    def make(self, instance: str = "instance-a") -> StateStore:
         if self.kind == "sqlite":
             return SQLiteStateStore(self.tmp_path / "state.db")
-        raise AssertionError(self.kind)
+        assert self.url is not None
+        return PostgresStateStore(self.url, instance_id=instance, lease_ttl=30.0)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request, tmp_path) -> Backend:
+    if request.param == "postgresql":
+        return Backend("postgresql", tmp_path, request.getfixturevalue("pg_url"))
     return Backend(request.param, tmp_path)
 
 

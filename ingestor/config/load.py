@@ -108,11 +108,19 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
     schedule = built.get("schedule")
     if schedule is not None and schedule.min_interval > schedule.max_interval:
         problems.append(f"{source}: schedule.min_interval: must not exceed schedule.max_interval")
+    state = built.get("state")
+    if state is not None and (state.path is None) == (state.url is None):
+        problems.append(
+            f"{source}: state: give exactly one of state.path (SQLite, one machine) and "
+            f"state.url (PostgreSQL, several instances)"
+            + ("; both are set" if state.path is not None else "")
+        )
     if problems:
         raise ConfigError(problems)
     base = base_dir or Path.cwd()
     built["output"] = replace(built["output"], dir=_resolve(built["output"].dir, base))
-    built["state"] = replace(built["state"], path=_resolve(built["state"].path, base))
+    if state.path is not None:
+        built["state"] = replace(state, path=_resolve(state.path, base))
     return Config(source=source, feeds=tuple(feeds), **built)
 
 

@@ -58,8 +58,20 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path = setting(_REQUIRED, v.path)
+    """Exactly one of `path` (SQLite, one machine) and `url` (PostgreSQL, a fleet)."""
+
+    path: Path | None = setting(None, v.path)
+    url: str | None = setting(None, v.postgres_url, shown=False)
+    lease_ttl: float = setting(60.0, v.positive_duration)
+    instance_id: str | None = setting(None, v.text)
     seen_entry_max_age: float = setting(365 * 86400.0, v.parse_duration)
+
+    @property
+    def where(self) -> str:
+        """The state's location for logs and status, with no password in it."""
+        if self.url is not None:
+            return v.redact_url(self.url)
+        return str(self.path)
 
 
 @dataclass(frozen=True)

@@ -212,3 +212,28 @@ def positive_duration(value: Any) -> float:
 
 def path(value: Any) -> Path:
     return Path(text(value)).expanduser()
+
+
+def postgres_url(value: Any) -> str:
+    """A libpq URI (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?options])."""
+    from urllib.parse import urlsplit
+
+    url = text(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"expected a postgresql://USER@HOST:PORT/DB URL, got {redact_url(url)!r}")
+    if not parts.path.strip("/"):
+        raise ValueError("the URL names no database (postgresql://USER@HOST:PORT/DB)")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, fit for logs, status and metrics."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()

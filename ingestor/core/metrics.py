@@ -34,6 +34,7 @@ class Metrics:
         # Refreshed before each exposition: gauges that need a state-store query.
         self.collectors: list[Callable[[], Awaitable[None]]] = []
         self.started = time.time()
+        self.instance = ""  # this process's instance id (several share one PostgreSQL)
 
     async def collect(self) -> None:
         for collector in self.collectors:
@@ -54,6 +55,9 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
+        if self.instance:
+            lines.append("# TYPE ingestor_instance_info gauge")
+            lines.append(f'ingestor_instance_info{{instance="{_escape(self.instance)}"}} 1')
         by_name: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for (name, label), value in sorted(self.counters.items()):
             by_name[name].append((label, value))

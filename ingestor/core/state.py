@@ -110,6 +110,8 @@ class DedupQuery:
     scheme: str
     band_keys: Sequence[int]
     since: float
+    # The body's MinHash signature: claimed at once, so a racing instance sees it.
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -183,3 +185,13 @@ class FrontierSummary:
     feeds: list[FrontierRow] = field(default_factory=list)
     # feed id -> (article URL, error, when): the last page given up on, per feed
     failures: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedClaims:
+    """The answer to a claim on feed polls: the feeds this instance may poll now (with
+    their current state: another instance may have polled them since), and for the rest
+    when to ask again and why."""
+
+    claimed: dict[str, FeedState] = field(default_factory=dict)
+    busy: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (when, why)

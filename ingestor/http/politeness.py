@@ -45,6 +45,15 @@ class HostLimiter:
     def delay_for(self, host: str) -> float:
         return max(self.min_delay, self._host_delays.get(host, 0.0))
 
+    def ready_at(self, host: str) -> float:
+        """The wall time from which `host` may be sent its next request."""
+        ready = self._not_before.get(host, 0.0)
+        slot = self._slots.get(host)
+        if slot is not None and slot.next_start > 0:
+            loop_now = asyncio.get_running_loop().time()
+            ready = max(ready, time.time() + (slot.next_start - loop_now))
+        return ready
+
     def not_before(self, host: str) -> float:
         return self._not_before.get(host, 0.0)
 

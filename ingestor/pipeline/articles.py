@@ -301,7 +301,11 @@ class ArticleWorker(UsesParts):
             started = time.perf_counter()
             bands = prints.band_keys if prints.signature is not None else ()
             query = DedupQuery(
-                prints.content_hash, self.scheme, bands, now.timestamp() - dedup.window
+                prints.content_hash,
+                self.scheme,
+                bands,
+                now.timestamp() - dedup.window,
+                prints.signature,
             )
             prep = await self.store.prepare_article(
                 ArticleLookup(

@@ -27,10 +27,13 @@ from ingestor.store.protocol import StateStore
 
 log = logging.getLogger(__name__)
 
-# An in-process claim is released by the work's own commit; the lease only matters when
-# that never comes (a crash), and a restart clears it anyway.
+# An in-process claim is released by the work's own commit; with one process the lease
+# only matters when that never comes (a crash), and a restart clears it anyway.
 _LEASE_SECONDS = 3600.0
 _MAX_SLEEP = 5.0
+# With a shared state, how often the board is re-read: other instances add items, finish
+# them, and give hosts back.
+_SHARED_REFRESH = 2.0
 
 # work(item) -> None when the item is finished, else the time it is due again.
 Work = Callable[[FrontierItem], Awaitable[float | None]]
@@ -46,6 +49,7 @@ class ArticleDispatcher:
         concurrency: int,
         per_host: int,
         batch: int,
+        lease_seconds: float = _LEASE_SECONDS,
     ) -> None:
         self.store = store
         self.limiter = limiter
@@ -63,14 +67,14 @@ class ArticleDispatcher:
         self._accepting = True
         self._paused_until = 0.0
         self._failing_since: float | None = None  # the output has failed since then
+        self._shared = store.shared
+        self._lease_seconds = lease_seconds
+        self._refreshed_at = 0.0
 
     # --- lifecycle ---
 
     async def start(self) -> None:
-        now = time.time()
-        self._board = await self.store.frontier_hosts(now)
-        for host, until in (await self.store.host_waits(now)).items():
-            self.limiter.defer_host(host, until)
+        await self._refresh(time.time())
         self._loop_task = asyncio.create_task(self._run(), name="article-dispatcher")
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -142,6 +146,14 @@ class ArticleDispatcher:
 
     # --- the loop ---
 
+    async def _refresh(self, now: float) -> None:
+        """The board from the store: hosts with unclaimed items (that no other instance
+        holds) and the pauses hosts asked for."""
+        self._board = await self.store.frontier_hosts(now)
+        for host, until in (await self.store.host_waits(now)).items():
+            self.limiter.defer_host(host, until)
+        self._refreshed_at = now
+
     def _spaced(self) -> dict[str, bool]:
         return {host: self.limiter.delay_for(host) > 0 for host in self._board}
 
@@ -149,13 +161,15 @@ class ArticleDispatcher:
         while self._accepting:
             self._wake.clear()
             now = time.time()
+            if self._shared and now - self._refreshed_at >= _SHARED_REFRESH:
+                await self._refresh(now)
             spaced = self._spaced()
             room = min(self.concurrency - len(self._tasks), self.batch)
             if self._paused_until > now:
                 room = 0
             plan = frontier.plan_claims(self.views(now), now, room, self.per_host, spaced)
             if plan:
-                result = await self.store.claim_articles(plan, now, now + _LEASE_SECONDS)
+                result = await self.store.claim_articles(plan, now, now + self._lease_seconds)
                 for host, due in result.host_next.items():
                     if due is None:
                         self._board.pop(host, None)
@@ -169,7 +183,8 @@ class ArticleDispatcher:
             wake_at = max(
                 frontier.next_wakeup(self.views(now), self.per_host, spaced), self._paused_until
             )
-            timeout = min(max(wake_at - time.time(), 0.005), _MAX_SLEEP)
+            longest = _SHARED_REFRESH if self._shared else _MAX_SLEEP
+            timeout = min(max(wake_at - time.time(), 0.005), longest)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -67,9 +67,27 @@ class FeedPoller(UsesParts):
             return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
         async with lock:
             try:
-                return await self._poll_feed(feed, force, after_wait)
+                if not self.store.shared:
+                    return await self._poll_feed(feed, force, after_wait)
+                return await self._poll_claimed(feed, force, after_wait)
             finally:
                 self._feed_locks.pop(feed.feed_id, None)
+
+    async def _poll_claimed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
+        """Several instances share the state: poll only with the feed's lease (and its
+        host's), from the feed's current state, which another instance may have moved on."""
+        host = host_key(self.state_of(feed).url)
+        claims = await self.store.claim_feeds([(feed.feed_id, host)], time.time(), force)
+        state = claims.claimed.get(feed.feed_id)
+        if state is None:
+            when, why = claims.busy[feed.feed_id]
+            log.debug("feed %s: not polled here now: %s", feed.url, why)
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=when)
+        self.states[feed.feed_id] = state
+        try:
+            return await self._poll_feed(feed, force, after_wait)
+        finally:
+            await self.store.release_feeds([feed.feed_id])
 
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
         state = self.state_of(feed)

@@ -59,8 +59,12 @@ class Pipeline:
             concurrency=config.pipeline.article_concurrency,
             per_host=config.http.per_host_connections,
             batch=config.pipeline.queue_size,
+            # Shared: a dead instance's items come back after state.lease_ttl (renewed
+            # by the store's heartbeat while in flight).
+            **({"lease_seconds": config.state.lease_ttl} if store.shared else {}),
         )
         self.poller = FeedPoller(parts, self.dispatcher)
+        store.watch_hosts(fetcher.limiter.ready_at)
         self.metrics.gauges["articles_in_flight"] = lambda: float(self.dispatcher.in_flight)
         self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
             self.dispatcher.hosts_waiting(time.time())

@@ -119,10 +119,11 @@ class Daemon:
             )
             scheduler.start()
             log.info(
-                "ingestor running: %d feeds, output %s, state %s",
+                "ingestor running: %d feeds, output %s, state %s, instance %s",
                 len(self.feeds),
                 self.config.output.dir,
-                self.config.state.path,
+                self.config.state.where,
+                self.metrics.instance,
             )
             self._dispatch_due()
             try:

@@ -16,9 +16,28 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if INSTANCE.name:
+            data["instance"] = INSTANCE.name
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
+
+
+class _Instance(logging.Filter):
+    """Names this instance on every line once several share one state (PostgreSQL)."""
+
+    name = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = f"[{self.name}] " if self.name else ""
+        return True
+
+
+INSTANCE = _Instance()
+
+
+def name_instance(name: str) -> None:
+    INSTANCE.name = name
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
@@ -27,8 +46,11 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            logging.Formatter(
+                "%(asctime)s %(levelname)-7s %(instance)s%(name)s: %(message)s", "%H:%M:%S"
+            )
         )
+    handler.addFilter(INSTANCE)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

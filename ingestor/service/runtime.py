@@ -11,14 +11,19 @@ from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.http.fetcher import Fetcher
 from ingestor.pipeline.pipeline import Pipeline
+from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
-from ingestor.store.sqlite import SQLiteStateStore
+from ingestor.store.factory import instance_id, make_store
 
 
 @asynccontextmanager
 async def open_pipeline(config: Config, metrics: Metrics | None = None) -> AsyncIterator[Pipeline]:
     """State store and output checked first (fatal errors before any network traffic)."""
-    store = SQLiteStateStore(config.state.path)
+    store = make_store(config.state)
+    if metrics is not None:
+        metrics.instance = instance_id(config.state)
+    if store.shared:
+        name_instance(instance_id(config.state))
     await store.open()
     try:
         sink = FileSink(config.output.dir, config.output.pretty)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ingestor.config.model import Config
 from ingestor.core.state import FeedState, FrontierRow, FrontierSummary
-from ingestor.store.sqlite import SQLiteStateStore
+from ingestor.store.factory import make_store
 
 
 def _when(moment: float | None, now: float) -> str:
@@ -84,15 +84,21 @@ def host_rows(frontier: FrontierSummary) -> list[dict[str, Any]]:
 async def collect_status(
     config: Config,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per-feed rows and per-host frontier rows."""
-    store = SQLiteStateStore(config.state.path, read_only=True)
+    """Per-feed rows and per-host frontier rows; with PostgreSQL, which instance polled
+    each feed last and which one holds it now."""
+    store = make_store(config.state, read_only=True)
     await store.open()
     try:
         states = await store.load_feeds()
         frontier = await store.frontier_summary(time.time())
+        polls = await store.feed_polls()
     finally:
         await store.close()
-    return feed_rows(config, states, frontier), host_rows(frontier)
+    rows = feed_rows(config, states, frontier)
+    for feed, row in zip(config.feeds, rows, strict=True):
+        by, at, holder = polls.get(feed.feed_id, (None, None, None))
+        row.update({"polled_by": by, "polled_at": at, "polling_now": holder})
+    return rows, host_rows(frontier)
 
 
 def render_json(rows: list[dict[str, Any]]) -> str:
@@ -103,7 +109,7 @@ def render_json(rows: list[dict[str, Any]]) -> str:
             else value
         )
 
-    keys = ("last_fetch", "last_success", "next_due", "queue_due", "due", "at")
+    keys = ("last_fetch", "last_success", "next_due", "queue_due", "due", "at", "polled_at")
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -139,6 +145,12 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             f"{_when(row['next_due'], now)}   failures in a row: "
             f"{row['consecutive_failures']}"
         )
+        if row.get("polled_by"):
+            holder = f"; being polled now by {row['polling_now']}" if row["polling_now"] else ""
+            lines.append(
+                f"         polled by:    {row['polled_by']} "
+                f"({_when(row['polled_at'], now)}){holder}"
+            )
         if row["last_error"]:
             lines.append(f"         last error:   {row['last_error']}")
         if row["disabled_reason"]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from ingestor.core.state import (
@@ -12,6 +12,7 @@ from ingestor.core.state import (
     ClaimResult,
     CommitItem,
     DedupQuery,
+    FeedClaims,
     FeedState,
     FrontierSummary,
     ItemRetry,
@@ -24,10 +25,16 @@ from ingestor.core.state import (
 class StateStore(Protocol):
     """Persistent state. Every method is safe to call concurrently from one event loop.
 
-    The frontier methods are coarse on purpose, each one transaction: `commit_poll` once
-    per poll, `claim_articles` once per dispatch round, `prepare_article` and
-    `commit_article` (or `reschedule_article`) once per article.
+    The frontier methods are coarse on purpose, each one transaction: `claim_feeds` and
+    `commit_poll` once per poll, `claim_articles` once per dispatch round, `prepare_article`
+    and `commit_article` (or `reschedule_article`) once per article.
+
+    `shared`: other instances use the same state (PostgreSQL). Then claims are leases
+    that lapse unless renewed, other instances' work appears in the frontier, and hosts
+    are leased to one instance at a time.
     """
+
+    shared: bool
 
     async def open(self) -> None: ...
 
@@ -66,7 +73,27 @@ class StateStore(Protocol):
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int: ...
 
+    async def feed_polls(self) -> dict[str, tuple[str | None, float | None, str | None]]:
+        """feed id -> (instance that polled it last, when, instance polling it now); empty
+        where one process owns the state."""
+        ...
+
     # --- the durable frontier ---
+
+    async def claim_feeds(
+        self, requests: Sequence[tuple[str, str]], now: float, force: bool = False
+    ) -> FeedClaims:
+        """Claim the polls of these (feed id, host) pairs that are due (all of them with
+        `force`) and not held by another instance; each comes with its current state."""
+        ...
+
+    async def release_feeds(self, feed_ids: Sequence[str]) -> None:
+        """Give back polls that ended without a commit_poll (which gives its feed back)."""
+        ...
+
+    def watch_hosts(self, ready_at: Callable[[str], float]) -> None:
+        """Where to learn when a host may be sent its next request (for the next holder)."""
+        ...
 
     async def commit_poll(self, commit: PollCommit) -> None: ...
 

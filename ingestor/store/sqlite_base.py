@@ -58,6 +58,14 @@ class SQLiteConnection:
                     f"state database {self.path} has schema version {row[0]}, newer than this "
                     f"ingestor understands ({SCHEMA_VERSION}): upgrade ingestor"
                 )
+            if row is not None and int(row[0]) < 3:
+                # Version 3's content claims, from the records finished so far (earliest
+                # first: the first record with a body owns it).
+                conn.execute(
+                    "INSERT OR IGNORE INTO content_claims SELECT content_hash, record_id "
+                    "FROM records WHERE done = 1 AND content_hash IS NOT NULL "
+                    "ORDER BY committed_at"
+                )
             # Older versions only lack tables, which the script above has just created.
             conn.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) "
@@ -160,8 +168,7 @@ class SQLiteConnection:
 
     def _find_exact(self, content_hash: str, exclude_id: str) -> str | None:
         row = self.conn.execute(
-            "SELECT record_id FROM records WHERE content_hash = ? AND done = 1 "
-            "AND record_id != ? ORDER BY committed_at LIMIT 1",
+            "SELECT record_id FROM content_claims WHERE content_hash = ? AND record_id != ?",
             (content_hash, exclude_id),
         ).fetchone()
         return row[0] if row else None

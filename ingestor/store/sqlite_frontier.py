@@ -4,7 +4,7 @@ each one transaction."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.state import (
@@ -12,6 +12,8 @@ from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
     ClaimResult,
+    FeedClaims,
+    FeedState,
     FrontierRow,
     FrontierSummary,
     ItemRetry,
@@ -19,19 +21,54 @@ from ingestor.core.state import (
 )
 from ingestor.store.sqlite_base import SQLiteConnection
 from ingestor.store.sqlite_schema import (
+    BATCH,
     CLAIM_COLUMNS,
     ENTRY_SEEN,
     HOST_WAIT,
     RECORD_BY,
     SAVE_FEED,
+    feed_from_json,
     feed_to_json,
     frontier_item,
     record_ref,
+    register_fingerprint,
+    release_reservation,
     write_record,
 )
 
 
 class SQLiteFrontier(SQLiteConnection):
+    # One process owns the file (its lock): every claim succeeds and nothing is leased out.
+    shared = False
+
+    async def claim_feeds(
+        self, requests: Sequence[tuple[str, str]], now: float, force: bool = False
+    ) -> FeedClaims:
+        ids = [feed_id for feed_id, _ in requests]
+
+        def lookup() -> FeedClaims:
+            found: dict[str, FeedState] = {}
+            for start in range(0, len(ids), BATCH):
+                batch = ids[start : start + BATCH]
+                marks = ",".join("?" * len(batch))
+                for (data,) in self.conn.execute(
+                    f"SELECT data FROM feeds WHERE feed_id IN ({marks})", batch
+                ):
+                    state = feed_from_json(data)
+                    found[state.feed_id] = state
+            return FeedClaims({f: found.get(f) or FeedState(feed_id=f) for f in ids})
+
+        return await self._run(lookup)
+
+    async def release_feeds(self, feed_ids: Sequence[str]) -> None:
+        return None
+
+    async def feed_polls(self) -> dict[str, tuple[str | None, float | None, str | None]]:
+        return {}
+
+    def watch_hosts(self, ready_at: Callable[[str], float]) -> None:
+        return None
+
     async def commit_poll(self, commit: PollCommit) -> None:
         state = commit.state
         items = [
@@ -126,19 +163,28 @@ class SQLiteFrontier(SQLiteConnection):
                     "first_ingested) VALUES (?, ?, ?, 0, ?)",
                     (record_id, canonical_url, location, now),
                 )
-            exact, candidates = None, []
-            if dedup is not None:
-                exact = self._find_exact(dedup.content_hash, record_id)
-                if exact is None:
-                    candidates = self._near_candidates(
-                        dedup.scheme, dedup.band_keys, dedup.since, record_id
-                    )
             old_signature = None
             if want_signature and existing is not None:
                 found = conn.execute(
                     "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
                 ).fetchone()
                 old_signature = bytes(found[0]) if found else None
+            exact, candidates = None, []
+            if dedup is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO content_claims VALUES (?, ?)",
+                    (dedup.content_hash, record_id),
+                )
+                exact = self._find_exact(dedup.content_hash, record_id)
+                if exact is None:
+                    candidates = self._near_candidates(
+                        dedup.scheme, dedup.band_keys, dedup.since, record_id
+                    )
+                if dedup.signature is not None and (existing is None or not existing.done):
+                    # Claimed before the file is written, as in the PostgreSQL store.
+                    register_fingerprint(
+                        conn, record_id, dedup.scheme, dedup.signature, dedup.band_keys, now
+                    )
             return ArticlePrep(
                 location if existing is None else existing.location,
                 existing,
@@ -157,10 +203,7 @@ class SQLiteFrontier(SQLiteConnection):
             if record is not None:
                 write_record(conn, record)
             if commit.release_record is not None:
-                conn.execute(
-                    "DELETE FROM records WHERE record_id = ? AND done = 0",
-                    (commit.release_record,),
-                )
+                release_reservation(conn, commit.release_record)
             conn.execute(
                 ENTRY_SEEN,
                 (

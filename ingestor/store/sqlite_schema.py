@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from ingestor.core.frontier import FrontierItem, decode_payload
 from ingestor.core.state import CommitItem, FeedState, RecordRef
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
-SCHEMA_VERSION = 2
+# 3: content claims (the first record with a body hash owns it).
+SCHEMA_VERSION = 3
 
 BATCH = 500
 
@@ -42,6 +44,11 @@ CREATE TABLE IF NOT EXISTS records (
     committed_at REAL
 );
 CREATE INDEX IF NOT EXISTS records_content_hash ON records (content_hash) WHERE done = 1;
+CREATE TABLE IF NOT EXISTS content_claims (
+    content_hash TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS content_claims_record ON content_claims (record_id);
 CREATE TABLE IF NOT EXISTS fingerprints (
     record_id TEXT PRIMARY KEY,
     scheme TEXT NOT NULL,
@@ -133,16 +140,38 @@ def write_record(conn: sqlite3.Connection, item: CommitItem) -> None:
         "WHERE record_id = ?",
         (item.content_hash, item.feed_id, item.committed_at, item.record_id),
     )
+    conn.execute(
+        "INSERT OR IGNORE INTO content_claims VALUES (?, ?)", (item.content_hash, item.record_id)
+    )
     if item.signature is not None:
-        conn.execute(
-            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
-            (item.record_id, item.scheme, item.signature, item.committed_at),
+        register_fingerprint(
+            conn, item.record_id, item.scheme, item.signature, item.band_keys, item.committed_at
         )
-        conn.execute("DELETE FROM lsh_bands WHERE record_id = ?", (item.record_id,))
-        conn.executemany(
-            "INSERT OR IGNORE INTO lsh_bands VALUES (?, ?)",
-            [(key, item.record_id) for key in item.band_keys],
-        )
+
+
+def register_fingerprint(
+    conn: sqlite3.Connection,
+    record_id: str,
+    scheme: str,
+    signature: bytes,
+    band_keys: Sequence[int],
+    at: float,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+        (record_id, scheme, signature, at),
+    )
+    conn.execute("DELETE FROM lsh_bands WHERE record_id = ?", (record_id,))
+    conn.executemany(
+        "INSERT OR IGNORE INTO lsh_bands VALUES (?, ?)", [(key, record_id) for key in band_keys]
+    )
+
+
+def release_reservation(conn: sqlite3.Connection, record_id: str) -> None:
+    """A reservation never written (a dropped duplicate): it and its dedup claims go."""
+    conn.execute("DELETE FROM records WHERE record_id = ? AND done = 0", (record_id,))
+    for table in ("content_claims", "lsh_bands", "fingerprints"):
+        conn.execute(f"DELETE FROM {table} WHERE record_id = ?", (record_id,))
 
 
 RECORD_BY = (

@@ -1,0 +1,31 @@
+"""Which state store a configuration asks for: SQLite at state.path, PostgreSQL at
+state.url."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ingestor.config.model import StateConfig
+from ingestor.store.protocol import StateStore
+
+
+def instance_id(config: StateConfig) -> str:
+    """This process's name in leases, logs and metrics: state.instance_id, else host:pid."""
+    return config.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_store(config: StateConfig, *, read_only: bool = False) -> StateStore:
+    if config.url is not None:
+        from ingestor.store.postgres import PostgresStateStore
+
+        return PostgresStateStore(
+            config.url,
+            instance_id=instance_id(config),
+            lease_ttl=config.lease_ttl,
+            read_only=read_only,
+        )
+    from ingestor.store.sqlite import SQLiteStateStore
+
+    assert config.path is not None  # the loader requires one of path and url
+    return SQLiteStateStore(config.path, read_only=read_only)

@@ -1,0 +1,256 @@
+"""PostgreSQL state store: the StateStore protocol for several instances sharing one
+database (state.url). Each call is one transaction, as in the SQLite store; the work
+sharing (leases, host leases, heartbeat) is in postgres_base and postgres_frontier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import psycopg
+
+from ingestor.core.state import (
+    ArticleLookup,
+    ArticlePrep,
+    CommitItem,
+    DedupQuery,
+    FeedState,
+    NearCandidate,
+    RecordRef,
+)
+from ingestor.store.postgres_frontier import PostgresFrontier
+from ingestor.store.postgres_sql import (
+    ENTRY_SEEN,
+    RECORD_BY,
+    register_fingerprint,
+    write_record,
+)
+from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, record_ref
+
+SAVE_FEED_KEEPING_LEASE = (
+    "INSERT INTO feeds (feed_id, data, next_due) VALUES (%s, %s, %s) ON CONFLICT (feed_id) "
+    "DO UPDATE SET data = excluded.data, next_due = excluded.next_due"
+)
+
+NEAR_CANDIDATES = (
+    "SELECT DISTINCT f.record_id, f.signature, f.ingested_at FROM lsh_bands b "
+    "JOIN fingerprints f ON f.record_id = b.record_id WHERE b.band_key = ANY(%s) "
+    "AND f.scheme = %s AND f.ingested_at >= %s AND f.record_id != %s "
+    "ORDER BY f.ingested_at LIMIT 200"
+)
+
+
+class PostgresStateStore(PostgresFrontier):
+    async def load_feeds(self) -> dict[str, FeedState]:
+        rows = await self._fetch("SELECT data FROM feeds")
+        states = (feed_from_json(row[0]) for row in rows)
+        return {s.feed_id: s for s in states}
+
+    async def save_feed(self, state: FeedState) -> None:
+        await self.save_feeds([state])
+
+    async def save_feeds(self, states: Iterable[FeedState]) -> None:
+        rows = [(s.feed_id, feed_to_json(s), s.next_due) for s in states]
+
+        async def save(conn: psycopg.AsyncConnection) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(SAVE_FEED_KEEPING_LEASE, rows)
+
+        if rows:
+            await self._transaction(save)
+
+    async def delete_feeds(self, feed_ids: Iterable[str]) -> None:
+        ids = list(feed_ids)
+        if ids:
+            await self._fetch("DELETE FROM feeds WHERE feed_id = ANY(%s)", (ids,))
+
+    async def entry_updated_times(
+        self, feed_id: str, keys: Sequence[str]
+    ) -> dict[str, float | None]:
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            "SELECT entry_key, entry_updated FROM entries WHERE feed_id = %s "
+            "AND entry_key = ANY(%s)",
+            (feed_id, list(dict.fromkeys(keys))),
+        )
+        return {key: updated for key, updated in rows}
+
+    async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None:
+        rows = [(feed_id, key, now, None, None) for key in keys]
+
+        async def mark(conn: psycopg.AsyncConnection) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(ENTRY_SEEN, rows)
+
+        if rows:
+            await self._transaction(mark)
+
+    async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
+        rows = await self._fetch(RECORD_BY + "canonical_url = %s", (canonical_url,))
+        return record_ref(rows[0]) if rows else None
+
+    async def reserve_record(
+        self, record_id: str, canonical_url: str, location: str, now: float
+    ) -> str:
+        async def reserve(conn: psycopg.AsyncConnection) -> str:
+            return await _reserve(conn, record_id, canonical_url, location, now) or location
+
+        return await self._transaction(reserve)
+
+    async def signature_of(self, record_id: str) -> bytes | None:
+        rows = await self._fetch(
+            "SELECT signature FROM fingerprints WHERE record_id = %s", (record_id,)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    async def duplicate_candidates(
+        self, query: DedupQuery, exclude_id: str
+    ) -> tuple[str | None, list[NearCandidate]]:
+        async def lookup(conn: psycopg.AsyncConnection) -> tuple[str | None, list[NearCandidate]]:
+            exact = await _claimed_by(conn, query.content_hash, exclude_id)
+            if exact is not None:
+                return exact, []
+            return None, await _near(conn, query, exclude_id)
+
+        return await self._transaction(lookup)
+
+    async def commit_record(self, item: CommitItem) -> None:
+        async def commit(conn: psycopg.AsyncConnection) -> None:
+            await write_record(conn, item)
+            await conn.execute(
+                ENTRY_SEEN,
+                (
+                    item.feed_id,
+                    item.entry_key,
+                    item.committed_at,
+                    item.record_id,
+                    item.entry_updated,
+                ),
+            )
+
+        await self._transaction(commit)
+
+    async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
+        """Reserve the location and claim the body for dedup, in one transaction. Two
+        instances finishing near duplicates at once serialize on the LSH band keys (advisory
+        locks held to the commit), so the second one sees the first one's claim."""
+        rid, dedup = lookup.record_id, lookup.dedup
+
+        async def prepare(conn: psycopg.AsyncConnection) -> ArticlePrep:
+            if dedup is not None and dedup.band_keys:
+                await conn.execute(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
+                    (sorted(set(dedup.band_keys)),),
+                )
+            existing_location = await _reserve(
+                conn, rid, lookup.canonical_url, lookup.location, lookup.now
+            )
+            existing = None
+            if existing_location is not None:
+                cursor = await conn.execute(RECORD_BY + "record_id = %s", (rid,))
+                row = await cursor.fetchone()
+                existing = record_ref(row) if row else None
+            old_signature = None
+            if lookup.want_signature and existing is not None:
+                cursor = await conn.execute(
+                    "SELECT signature FROM fingerprints WHERE record_id = %s", (rid,)
+                )
+                found = await cursor.fetchone()
+                old_signature = bytes(found[0]) if found else None
+            exact, candidates = None, []
+            if dedup is not None:
+                await conn.execute(
+                    "INSERT INTO content_claims VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (dedup.content_hash, rid),
+                )
+                exact = await _claimed_by(conn, dedup.content_hash, rid)
+                if exact is None:
+                    candidates = await _near(conn, dedup, rid)
+                if dedup.signature is not None and (existing is None or not existing.done):
+                    # Claimed now, before the file is written: a racing instance sees it.
+                    await register_fingerprint(
+                        conn, rid, dedup.scheme, dedup.signature, dedup.band_keys, lookup.now
+                    )
+            return ArticlePrep(
+                existing_location or lookup.location, existing, exact, candidates, old_signature
+            )
+
+        return await self._transaction(prepare)
+
+    async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:
+        async def prune(conn: psycopg.AsyncConnection) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM entries WHERE seen_at < %s", (now - seen_max_age,)
+            )
+            removed = cursor.rowcount
+            cursor = await conn.execute(
+                "WITH old AS (DELETE FROM fingerprints WHERE ingested_at < %s "
+                "RETURNING record_id), bands AS (DELETE FROM lsh_bands WHERE record_id IN "
+                "(SELECT record_id FROM old)) SELECT count(*) FROM old",
+                (now - fingerprint_window,),
+            )
+            row = await cursor.fetchone()
+            removed += int(row[0]) if row else 0
+            await conn.execute("DELETE FROM host_waits WHERE not_before < %s", (now,))
+            await conn.execute(
+                "DELETE FROM instances WHERE seen_at < %s AND instance_id != %s",
+                (now - 7 * 86400, self.instance_id),
+            )
+            return removed
+
+        return await self._transaction(prune)
+
+    # --- for `ingestor status` ---
+
+    async def feed_polls(self) -> dict[str, tuple[str | None, float | None, str | None]]:
+        """feed id -> (last polled by, when, held now by)."""
+        now = time.time()
+        rows = await self._fetch(
+            "SELECT feed_id, last_poll_by, last_poll_at, "
+            "CASE WHEN lease_until > %s THEN owner END FROM feeds",
+            (now,),
+        )
+        return {f: (by, at, owner) for f, by, at, owner in rows}
+
+    async def instances(self) -> list[tuple[str, float, float]]:
+        rows = await self._fetch(
+            "SELECT instance_id, started_at, seen_at FROM instances ORDER BY seen_at DESC"
+        )
+        return [(i, float(s), float(seen)) for i, s, seen in rows]
+
+
+async def _reserve(
+    conn: psycopg.AsyncConnection, record_id: str, canonical: str, location: str, now: float
+) -> str | None:
+    """Reserve a record's location; returns the earlier reservation's location if any."""
+    cursor = await conn.execute(
+        "INSERT INTO records (record_id, canonical_url, location, done, first_ingested) "
+        "VALUES (%s, %s, %s, false, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (record_id, canonical, location, now),
+    )
+    if await cursor.fetchone() is not None:
+        return None
+    cursor = await conn.execute("SELECT location FROM records WHERE record_id = %s", (record_id,))
+    row = await cursor.fetchone()
+    return str(row[0]) if row else location
+
+
+async def _claimed_by(conn: psycopg.AsyncConnection, content_hash: str, me: str) -> str | None:
+    cursor = await conn.execute(
+        "SELECT record_id FROM content_claims WHERE content_hash = %s AND record_id != %s",
+        (content_hash, me),
+    )
+    row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+async def _near(
+    conn: psycopg.AsyncConnection, query: DedupQuery, exclude_id: str
+) -> list[NearCandidate]:
+    if not query.band_keys:
+        return []
+    cursor = await conn.execute(
+        NEAR_CANDIDATES, (list(query.band_keys), query.scheme, query.since, exclude_id)
+    )
+    return [NearCandidate(r[0], bytes(r[1]), float(r[2])) for r in await cursor.fetchall()]

@@ -1,0 +1,129 @@
+"""The PostgreSQL state store's schema and its migrations, applied at start under an
+advisory lock so that several instances starting together migrate once.
+
+Times are epoch seconds (double precision), as in the SQLite store, so both backends share
+the pure rules in core/. Leases: `owner` is an instance id, `lease_until` when the claim
+lapses unless the owner's heartbeat renews it.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ingestor.errors import StateError
+
+# The advisory lock key under which the schema is created or migrated ("ingestor").
+MIGRATION_LOCK = 0x696E6765
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE feeds (
+    feed_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    next_due DOUBLE PRECISION NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_poll_by TEXT,
+    last_poll_at DOUBLE PRECISION
+);
+CREATE TABLE entries (
+    feed_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL,
+    record_id TEXT,
+    entry_updated DOUBLE PRECISION,
+    PRIMARY KEY (feed_id, entry_key)
+);
+CREATE INDEX entries_seen_at ON entries (seen_at);
+CREATE TABLE records (
+    record_id TEXT PRIMARY KEY,
+    canonical_url TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT false,
+    content_hash TEXT,
+    feed_id TEXT,
+    first_ingested DOUBLE PRECISION NOT NULL,
+    committed_at DOUBLE PRECISION
+);
+CREATE TABLE content_claims (
+    content_hash TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL
+);
+CREATE INDEX content_claims_record ON content_claims (record_id);
+CREATE TABLE fingerprints (
+    record_id TEXT PRIMARY KEY,
+    scheme TEXT NOT NULL,
+    signature BYTEA NOT NULL,
+    ingested_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX fingerprints_ingested_at ON fingerprints (ingested_at);
+CREATE TABLE lsh_bands (
+    band_key BIGINT NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (band_key, record_id)
+);
+CREATE INDEX lsh_bands_record ON lsh_bands (record_id);
+CREATE TABLE frontier (
+    item_id BIGSERIAL PRIMARY KEY,
+    feed_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    canonical_url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    is_update BOOLEAN NOT NULL DEFAULT false,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    enqueued_at DOUBLE PRECISION NOT NULL,
+    last_error TEXT,
+    owner TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    UNIQUE (feed_id, entry_key)
+);
+CREATE INDEX frontier_host_due ON frontier (host, not_before);
+CREATE TABLE article_failures (
+    feed_id TEXT PRIMARY KEY,
+    url TEXT,
+    error TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE host_waits (
+    host TEXT PRIMARY KEY,
+    not_before DOUBLE PRECISION NOT NULL,
+    reason TEXT
+);
+CREATE TABLE hosts (
+    host TEXT PRIMARY KEY,
+    owner TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    next_allowed_at DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE TABLE instances (
+    instance_id TEXT PRIMARY KEY,
+    started_at DOUBLE PRECISION NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL
+);
+""",
+}
+
+
+async def migrate(conn: psycopg.AsyncConnection, where: str) -> None:
+    """Create or upgrade the schema; safe when several instances start at once."""
+    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS ingestor_schema (version INTEGER NOT NULL)")
+        cursor = await conn.execute("SELECT max(version) FROM ingestor_schema")
+        row = await cursor.fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise StateError(
+                f"state database {where} has schema version {current}, newer than this "
+                f"ingestor understands ({SCHEMA_VERSION}): upgrade ingestor"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            async with conn.transaction():
+                await conn.execute(MIGRATIONS[version].encode())
+                await conn.execute("INSERT INTO ingestor_schema VALUES (%s)", (version,))
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
