@@ -175,3 +175,26 @@ def test_the_example_file_documents_every_setting_declared():
         if f" {key}:" not in blocks.get("feeds", "")
     ]
     assert missing == []
+
+
+def test_state_is_a_path_or_a_postgresql_url_not_both(tmp_path, monkeypatch):
+    both = "output:\n  dir: out\nstate:\n  path: s.db\n  url: postgresql://u@db:5432/ingest\n"
+    with pytest.raises(ConfigError, match=r"state: give exactly one of .*both are set"):
+        load_config(write(tmp_path, both))
+    with pytest.raises(ConfigError, match=r"state: give exactly one of state.path"):
+        load_config(write(tmp_path, "output:\n  dir: out\nstate:\n  lease_ttl: 30s\n"))
+    with pytest.raises(ConfigError, match=r"state.url: expected a postgresql://"):
+        load_config(write(tmp_path, "output:\n  dir: out\nstate:\n  url: mysql://u@h/db\n"))
+    monkeypatch.setenv("PGPASS_FOR_TEST", "s3cret")
+    config = load_config(
+        write(
+            tmp_path,
+            "output:\n  dir: out\nstate:\n"
+            "  url: postgresql://ingest:${PGPASS_FOR_TEST}@db:5432/ingest\n  lease_ttl: 45s\n",
+        )
+    )
+    assert config.state.url == "postgresql://ingest:s3cret@db:5432/ingest"
+    assert config.state.path is None and config.state.lease_ttl == 45.0
+    # The password reaches neither repr (logs) nor the place status and logs name.
+    assert "s3cret" not in repr(config) and "s3cret" not in config.state.where
+    assert config.state.where == "postgresql://ingest:***@db:5432/ingest"

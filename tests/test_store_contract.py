@@ -11,6 +11,7 @@ from ingestor.core import frontier
 from ingestor.core.entry import FeedEntry
 from ingestor.core.state import (
     ArticleCommit,
+    ArticleLookup,
     CommitItem,
     DedupQuery,
     FeedState,
@@ -19,8 +20,8 @@ from ingestor.core.state import (
     PollCommit,
 )
 from ingestor.core.urls import TrackingParams
-from ingestor.store.protocol import StateStore
 from ingestor.store.postgres import PostgresStateStore
+from ingestor.store.protocol import StateStore
 from ingestor.store.sqlite import SQLiteStateStore
 
 NOW = 1_700_000_000.0
@@ -190,3 +191,44 @@ async def test_poll_commit_queues_entries_atomically_with_the_validators(store):
         "HTTP 503",
     )
     assert (await store.claim_articles([("h:80", 5)], NOW + 31, NOW + 90)).items[0].attempts == 1
+
+
+def _lookup(rid: str, body: str, bands: list[int], now: float = NOW) -> ArticleLookup:
+    signature = bytes([len(body) % 256]) * 16
+    query = DedupQuery(f"sha256:{body}", "s1", bands, 0.0, signature)
+    return ArticleLookup(rid, f"https://e.com/{rid}", f"loc/{rid}.json", now, query)
+
+
+async def test_a_body_is_claimed_when_prepared_not_when_written(store):
+    # Two articles finishing together: the second sees the first before its file exists.
+    first = await store.prepare_article(_lookup("r1", "same", [1, 2]))
+    assert (first.location, first.existing, first.exact, first.candidates) == (
+        "loc/r1.json",
+        None,
+        None,
+        [],
+    )
+    exact = await store.prepare_article(_lookup("r2", "same", [1, 2]))
+    assert exact.exact == "r1"
+    near = await store.prepare_article(_lookup("r3", "other", [2, 3]))
+    assert near.exact is None and [c.record_id for c in near.candidates] == ["r1", "r2"]
+    # A redo of r1 (a takeover) keeps its reservation and is not its own duplicate.
+    again = await store.prepare_article(_lookup("r1", "same", [1, 2], NOW + 5))
+    assert again.location == "loc/r1.json" and again.existing is not None
+    assert again.exact is None and [c.record_id for c in again.candidates] == ["r2", "r3"]
+    # r2 is dropped as a duplicate: its reservation and claims go with it.
+    await store.commit_article(ArticleCommit(1, "f", "k2", NOW, release_record="r2"))
+    assert await store.record_by_canonical("https://e.com/r2") is None
+    later = await store.prepare_article(_lookup("r4", "other", [2]))
+    assert later.exact == "r3" and [c.record_id for c in later.candidates] == []
+    assert [
+        c.record_id for c in (await store.prepare_article(_lookup("r5", "x", [1]))).candidates
+    ] == ["r1"]
+
+
+async def test_claim_feeds_gives_the_stored_state(store):
+    await store.save_feed(FeedState(feed_id="f", etag='"v9"', next_due=NOW - 5))
+    claims = await store.claim_feeds([("f", "e.com:443"), ("new", "e.com:443")], NOW)
+    assert claims.claimed["f"].etag == '"v9"'
+    assert claims.claimed["new"] == FeedState(feed_id="new")
+    await store.release_feeds(["f", "new"])

@@ -100,7 +100,7 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
             known = ", ".join([*sorted(known_sections), "feeds"])
             problems.append(f"{source}: {key}: unknown key (known keys: {known})")
     for name, cls in known_sections.items():
-        if required(cls) and name not in data:
+        if (required(cls) or name == "state") and name not in data:
             problems.append(f"{source}: {name}: required section is missing")
             continue
         built[name] = _build(cls, data.get(name), name, problems, source)

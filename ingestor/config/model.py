@@ -63,7 +63,7 @@ class StateConfig:
     path: Path | None = setting(None, v.path)
     url: str | None = setting(None, v.postgres_url, shown=False)
     lease_ttl: float = setting(60.0, v.positive_duration)
-    instance_id: str | None = setting(None, v.text)
+    instance_id: str | None = setting(None, v.optional_str)
     seen_entry_max_age: float = setting(365 * 86400.0, v.parse_duration)
 
     @property

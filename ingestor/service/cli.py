@@ -115,6 +115,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the article frontier per host instead of the feeds (with --json too)",
     )
+    migrate = command(
+        "migrate-state",
+        "Move a single machine's SQLite state into PostgreSQL (validators, seen entries, "
+        "record reservations, fingerprints, queued articles). Stop the daemon first.",
+    )
+    migrate.add_argument("--from", dest="source", required=True, type=Path, metavar="PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRESQL_URL")
+    migrate.add_argument(
+        "--merge",
+        action="store_true",
+        help="add to a database that already holds state (rows already there are kept)",
+    )
     return parser
 
 
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "check-config": _cmd_check_config,
         "import-opml": _cmd_import_opml,
         "status": _cmd_status,
+        "migrate-state": _cmd_migrate_state,
     }
     try:
         return handlers[args.command](args)
@@ -139,6 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FATAL
     except KeyboardInterrupt:
         return 130
+
+
+def _cmd_migrate_state(args: argparse.Namespace) -> int:
+    from ingestor.config.values import postgres_url, redact_url
+    from ingestor.store.migrate import migrate_state
+
+    try:
+        target = postgres_url(args.target)
+    except ValueError as exc:
+        raise ConfigError([f"--to: {exc}"]) from None
+    copied = asyncio.run(migrate_state(args.source, target, merge=args.merge))
+    moved = ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in copied.items())
+    print(f"migrated {args.source} into {redact_url(target)}: {moved}")
+    print("now point state.url at it (and remove state.path) in every instance's config")
+    return EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -1,0 +1,147 @@
+"""Several instances on one PostgreSQL: leases on feed polls, frontier items and hosts, and
+the database (not a process) deciding races. A real server (see tests/pgcluster.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from ingestor.core import frontier
+from ingestor.core.entry import FeedEntry
+from ingestor.core.state import ArticleLookup, DedupQuery, FeedState, PollCommit
+from ingestor.core.urls import TrackingParams
+from ingestor.store.postgres import PostgresStateStore
+
+
+@pytest.fixture
+async def fleet(pg_url):
+    stores: list[PostgresStateStore] = []
+
+    async def make(name: str, lease_ttl: float = 30.0) -> PostgresStateStore:
+        store = PostgresStateStore(pg_url, instance_id=name, lease_ttl=lease_ttl)
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+async def crash(store: PostgresStateStore) -> None:
+    """What kill -9 leaves: no heartbeat, no clean give-back, connections gone."""
+    assert store._heartbeat is not None
+    store._heartbeat.cancel()
+    store._heartbeat = None
+    await store._pool.close()
+
+
+def items(feed_id: str, n: int, host: str, now: float) -> list[frontier.NewItem]:
+    entries = [
+        (FeedEntry(f"{host}-{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False)
+        for i in range(n)
+    ]
+    planned = frontier.plan_items(
+        feed_id,
+        entries,
+        fetch_articles=True,
+        feed_title=None,
+        feed_language=None,
+        tracking=TrackingParams(),
+        now=now,
+    )
+    return [replace(i, host=host) for i in planned]
+
+
+async def test_a_feed_poll_is_claimed_by_one_instance_at_a_time(fleet):
+    a, b = await fleet("a"), await fleet("b")
+    now = time.time()
+    first = await a.claim_feeds([("f", "h:80")], now)
+    assert list(first.claimed) == ["f"]
+    busy = await b.claim_feeds([("f", "h:80")], now, force=True)
+    assert not busy.claimed and "instance a" in busy.busy["f"][1]
+    # A's commit gives the feed back; it is not due again, but run --once may poll it.
+    await a.commit_poll(PollCommit(FeedState(feed_id="f", etag='"1"', next_due=now + 600)))
+    later = await b.claim_feeds([("f", "h:80")], time.time())
+    assert not later.claimed and later.busy["f"][0] == now + 600
+    # The host stays with A for a moment after its work ends, so B waits for it.
+    forced = await b.claim_feeds([("f", "h:80")], time.time(), force=True)
+    assert not forced.claimed and "leased by another instance" in forced.busy["f"][1]
+    await a._give_back(["h:80"])
+    forced = await b.claim_feeds([("f", "h:80")], time.time(), force=True)
+    assert forced.claimed["f"].etag == '"1"'
+    polls = await b.feed_polls()
+    assert polls["f"][0] == "a" and polls["f"][2] == "b"
+
+
+async def test_a_dead_instances_leases_lapse_and_its_work_is_taken_over(fleet):
+    a, b = await fleet("a", lease_ttl=1.0), await fleet("b", lease_ttl=1.0)
+    now = time.time()
+    await a.commit_poll(PollCommit(FeedState(feed_id="f"), items("f", 3, "h:80", now)))
+    claim = await a.claim_articles([("h:80", 2)], now, now + 1.0)
+    assert len(claim.items) == 2
+    # The host is A's: B gets nothing from it, and does not even see it as waiting work.
+    assert (await b.claim_articles([("h:80", 5)], now, now + 1.0)).items == []
+    assert "h:80" not in await b.frontier_hosts(now)
+    # A's heartbeat keeps its leases past lease_ttl while it lives...
+    await asyncio.sleep(1.6)
+    assert (await b.claim_articles([("h:80", 5)], time.time(), time.time() + 1)).items == []
+    # ...and once it is gone, they lapse and B takes all three items.
+    await crash(a)
+    await asyncio.sleep(1.2)
+    assert "h:80" in await b.frontier_hosts(time.time())
+    taken = await b.claim_articles([("h:80", 5)], time.time(), time.time() + 1)
+    assert sorted(i.entry.key for i in taken.items) == ["h:80-0", "h:80-1", "h:80-2"]
+
+
+async def test_racing_instances_on_one_url_share_one_reservation(fleet):
+    a, b = await fleet("a"), await fleet("b")
+    now = time.time()
+    lookups = [
+        ArticleLookup("rid", "https://e.com/x", f"out/{name}.json", now) for name in ("a", "b")
+    ]
+    preps = await asyncio.gather(a.prepare_article(lookups[0]), b.prepare_article(lookups[1]))
+    assert preps[0].location == preps[1].location
+    assert sorted(p.existing is None for p in preps) == [False, True]
+
+
+@pytest.mark.parametrize("kind", ["exact", "near"])
+async def test_racing_duplicates_get_exactly_one_original(fleet, kind):
+    a, b = await fleet("a"), await fleet("b")
+    now = time.time()
+    signature = b"\x07" * 64
+    for attempt in range(5):
+
+        def lookup(name: str, attempt: int = attempt) -> ArticleLookup:
+            body = "same" if kind == "exact" else name
+            query = DedupQuery(
+                f"{attempt}:{body}", "s", [attempt * 10 + 1, attempt * 10 + 2], 0.0, signature
+            )
+            return ArticleLookup(f"{attempt}{name}", f"https://{name}/{attempt}", "l", now, query)
+
+        first, second = await asyncio.gather(
+            a.prepare_article(lookup("a")), b.prepare_article(lookup("b"))
+        )
+        if kind == "exact":
+            assert sorted(p.exact is None for p in (first, second)) == [False, True]
+        else:
+            # One of the two saw the other's claim; the other saw nothing yet.
+            seen = [[c.record_id for c in p.candidates] for p in (first, second)]
+            assert sorted(seen) == [[], [f"{attempt}a" if seen[1] else f"{attempt}b"]]
+
+
+async def test_a_second_start_against_the_same_database_keeps_the_schema(pg_url):
+    store = PostgresStateStore(pg_url, instance_id="x")
+    await store.open()
+    await store.save_feed(FeedState(feed_id="f", etag='"e"'))
+    await store.close()
+    again = PostgresStateStore(pg_url, instance_id="y")
+    await again.open()
+    assert (await again.load_feeds())["f"].etag == '"e"'
+    await again.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM ingestor_schema").fetchall() == [(1,)]
