@@ -20,7 +20,7 @@ from ingestor.config.model import FeedConfig, PipelineConfig
 from ingestor.core import frontier
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry
-from ingestor.core.state import FeedState, PollCommit
+from ingestor.core.state import DedupQuery, FeedState, PollCommit
 from ingestor.core.urls import TrackingParams
 from ingestor.errors import (
     BlockedAddressError,
