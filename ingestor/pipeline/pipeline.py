@@ -69,6 +69,7 @@ class Pipeline:
         self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
             self.dispatcher.hosts_waiting(time.time())
         )
+        self.metrics.gauges["state_round_trips"] = lambda: float(store.round_trips)
         self.metrics.collectors.append(self._collect_frontier)
 
     @property

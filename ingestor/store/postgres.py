@@ -22,7 +22,6 @@ from ingestor.store.postgres_frontier import PostgresFrontier
 from ingestor.store.postgres_sql import (
     ENTRY_SEEN,
     RECORD_BY,
-    register_fingerprint,
     write_record,
 )
 from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, record_ref
@@ -132,51 +131,38 @@ class PostgresStateStore(PostgresFrontier):
         await self._transaction(commit)
 
     async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
-        """Reserve the location and claim the body for dedup, in one transaction. Two
-        instances finishing near duplicates at once serialize on the LSH band keys (advisory
-        locks held to the commit), so the second one sees the first one's claim."""
-        rid, dedup = lookup.record_id, lookup.dedup
-
-        async def prepare(conn: psycopg.AsyncConnection) -> ArticlePrep:
-            if dedup is not None and dedup.band_keys:
-                await conn.execute(
-                    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
-                    (sorted(set(dedup.band_keys)),),
-                )
-            existing_location = await _reserve(
-                conn, rid, lookup.canonical_url, lookup.location, lookup.now
-            )
-            existing = None
-            if existing_location is not None:
-                cursor = await conn.execute(RECORD_BY + "record_id = %s", (rid,))
-                row = await cursor.fetchone()
-                existing = record_ref(row) if row else None
-            old_signature = None
-            if lookup.want_signature and existing is not None:
-                cursor = await conn.execute(
-                    "SELECT signature FROM fingerprints WHERE record_id = %s", (rid,)
-                )
-                found = await cursor.fetchone()
-                old_signature = bytes(found[0]) if found else None
-            exact, candidates = None, []
-            if dedup is not None:
-                await conn.execute(
-                    "INSERT INTO content_claims VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (dedup.content_hash, rid),
-                )
-                exact = await _claimed_by(conn, dedup.content_hash, rid)
-                if exact is None:
-                    candidates = await _near(conn, dedup, rid)
-                if dedup.signature is not None and (existing is None or not existing.done):
-                    # Claimed now, before the file is written: a racing instance sees it.
-                    await register_fingerprint(
-                        conn, rid, dedup.scheme, dedup.signature, dedup.band_keys, lookup.now
-                    )
-            return ArticlePrep(
-                existing_location or lookup.location, existing, exact, candidates, old_signature
-            )
-
-        return await self._transaction(prepare)
+        """One call (ingestor_prepare_article): reserve the location, claim the body's hash
+        and bands, find its duplicates. Racing near duplicates serialize on their band keys
+        in the database, so the second one sees the first one's claim."""
+        dedup = lookup.dedup
+        rows = await self._fetch(
+            "SELECT * FROM ingestor_prepare_article(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                lookup.record_id,
+                lookup.canonical_url,
+                lookup.location,
+                lookup.now,
+                dedup.content_hash if dedup else None,
+                dedup.scheme if dedup else None,
+                sorted(set(dedup.band_keys)) if dedup else [],
+                dedup.since if dedup else 0.0,
+                dedup.signature if dedup else None,
+                lookup.want_signature,
+            ),
+        )
+        inserted, canonical, location, done, content_hash, first, exact, ids, sigs, times, old = (
+            rows[0]
+        )
+        existing = (
+            None
+            if inserted
+            else RecordRef(lookup.record_id, canonical, location, done, content_hash, first)
+        )
+        candidates = [
+            NearCandidate(i, bytes(s), float(t))
+            for i, s, t in zip(ids or [], sigs or [], times or [], strict=True)
+        ]
+        return ArticlePrep(location, existing, exact, candidates, bytes(old) if old else None)
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:
         async def prune(conn: psycopg.AsyncConnection) -> int:

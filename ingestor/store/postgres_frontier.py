@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 
-from ingestor.core import leases
 from ingestor.core.frontier import NO_FETCH_HOST, FrontierItem
 from ingestor.core.state import (
     ArticleCommit,
@@ -22,12 +21,7 @@ from ingestor.core.state import (
     PollCommit,
 )
 from ingestor.store.postgres_base import PostgresConnection
-from ingestor.store.postgres_sql import (
-    ENTRY_SEEN,
-    HOST_WAIT,
-    SAVE_FEED,
-    write_record,
-)
+from ingestor.store.postgres_sql import ENTRY_SEEN, HOST_WAIT, SAVE_FEED
 from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, frontier_item
 
 # Take a host for this instance, unless another live instance holds it.
@@ -57,66 +51,38 @@ class PostgresFrontier(PostgresConnection):
     async def claim_feeds(
         self, requests: Sequence[tuple[str, str]], now: float, force: bool = False
     ) -> FeedClaims:
-        """Claim the polls of these (feed id, host) pairs: the feed's lease and its host's."""
-        me, until = self.instance_id, now + self.lease_ttl
+        """Claim the polls of these (feed id, host) pairs: the feed's lease and its host's,
+        in one call (see ingestor_claim_feeds in postgres_schema)."""
         ids = [feed_id for feed_id, _ in requests]
         host_of = dict(requests)
-
-        async def claim(conn: psycopg.AsyncConnection) -> FeedClaims:
-            await conn.execute(
-                "INSERT INTO feeds (feed_id, data) SELECT * FROM unnest(%s::text[], %s::text[]) "
-                "ON CONFLICT (feed_id) DO NOTHING",
-                (ids, [feed_to_json(FeedState(feed_id=f)) for f in ids]),
-            )
-            cursor = await conn.execute(
-                "SELECT feed_id, data, next_due, owner, lease_until FROM feeds "
-                "WHERE feed_id = ANY(%s) FOR UPDATE SKIP LOCKED",
-                (ids,),
-            )
-            rows = await cursor.fetchall()
-            busy: dict[str, tuple[float, str]] = {
-                f: (now + 1.0, "being claimed by another instance") for f in ids
-            }
-            ready: dict[str, FeedState] = {}
-            for feed_id, data, next_due, owner, lease_until in rows:
-                wait = leases.feed_claim_wait(
-                    next_due=next_due,
-                    owner=owner,
-                    lease_until=lease_until,
-                    me=me,
-                    now=now,
-                    force=force,
-                )
-                if wait is None:
-                    ready[feed_id] = feed_from_json(data)
-                    del busy[feed_id]
-                else:
-                    busy[feed_id] = wait
-            hosts = sorted({host_of[f] for f in ready})
-            taken = await self._take_hosts(conn, hosts, now, until)
-            claimed: dict[str, FeedState] = {}
-            for feed_id, state in ready.items():
-                host = host_of[feed_id]
-                allowed_at = taken.get(host)
-                if allowed_at is None:
-                    busy[feed_id] = (now + 2.0, f"its host {host} is leased by another instance")
-                elif allowed_at > now:
-                    busy[feed_id] = (allowed_at, f"its host {host} asked for a pause")
-                else:
-                    claimed[feed_id] = state
-            if claimed:
-                await conn.execute(
-                    "UPDATE feeds SET owner = %s, lease_until = %s WHERE feed_id = ANY(%s)",
-                    (me, until, list(claimed)),
-                )
-            return FeedClaims(claimed, busy)
-
-        result = await self._transaction(claim)
-        for feed_id in result.claimed:
-            host = host_of[feed_id]
-            self._feed_hosts[feed_id] = host
-            self._took_host(host)
-        return result
+        rows = await self._fetch(
+            "SELECT * FROM ingestor_claim_feeds(%s, %s, %s, %s, %s, %s, %s)",
+            (
+                ids,
+                [host for _, host in requests],
+                [feed_to_json(FeedState(feed_id=f)) for f in ids],
+                self.instance_id,
+                now,
+                now + self.lease_ttl,
+                force,
+            ),
+        )
+        # Feeds another instance is claiming at this very moment are not returned.
+        busy: dict[str, tuple[float, str]] = {
+            f: (now + 1.0, "being claimed by another instance") for f in ids
+        }
+        claimed: dict[str, FeedState] = {}
+        for feed_id, data, wait, why, took_host in rows:
+            if took_host:
+                self._idle_host(host_of[feed_id], now)
+            if data is not None:
+                claimed[feed_id] = feed_from_json(data)
+                del busy[feed_id]
+                self._feed_hosts[feed_id] = host_of[feed_id]
+                self._took_host(host_of[feed_id])
+            else:
+                busy[feed_id] = (float(wait), str(why))
+        return FeedClaims(claimed, busy)
 
     async def _take_hosts(
         self, conn: psycopg.AsyncConnection, hosts: list[str], now: float, until: float
@@ -246,32 +212,34 @@ class PostgresFrontier(PostgresConnection):
 
     async def commit_article(self, commit: ArticleCommit) -> None:
         record = commit.record
-        record_id = record.record_id if record is not None else commit.seen_record_id
-
-        async def save(conn: psycopg.AsyncConnection) -> None:
-            if record is not None:
-                await write_record(conn, record)
-            if commit.release_record is not None:
-                await release_reservation(conn, commit.release_record)
-            await conn.execute(
-                ENTRY_SEEN,
-                (
-                    commit.feed_id,
-                    commit.entry_key,
-                    commit.committed_at,
-                    record_id,
-                    commit.entry_updated,
+        await self._fetch(
+            "SELECT ingestor_commit_article(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s)",
+            (
+                commit.item_id,
+                commit.feed_id,
+                commit.entry_key,
+                commit.committed_at,
+                commit.seen_record_id,
+                commit.entry_updated,
+                commit.release_record,
+                commit.failure,
+                commit.failed_url,
+                *(
+                    (
+                        record.record_id,
+                        record.content_hash,
+                        record.feed_id,
+                        record.scheme,
+                        record.signature,
+                        list(record.band_keys),
+                        record.committed_at,
+                    )
+                    if record is not None
+                    else (None, None, None, None, None, [], None)
                 ),
-            )
-            await conn.execute("DELETE FROM frontier WHERE item_id = %s", (commit.item_id,))
-            if commit.failure is not None:
-                await conn.execute(
-                    "INSERT INTO article_failures VALUES (%s, %s, %s, %s) ON CONFLICT (feed_id) "
-                    "DO UPDATE SET url = excluded.url, error = excluded.error, at = excluded.at",
-                    (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
-                )
-
-        await self._transaction(save)
+            ),
+        )
         self._release_item_locally(commit.item_id)
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
@@ -310,14 +278,3 @@ class PostgresFrontier(PostgresConnection):
             return FrontierSummary(size, oldest, rows["host"], rows["feed_id"], failures)
 
         return await self._transaction(lookup)
-
-
-async def release_reservation(conn: psycopg.AsyncConnection, record_id: str) -> None:
-    """A reservation never written (a dropped duplicate): it and its dedup claims go."""
-    await conn.execute(
-        "WITH r AS (DELETE FROM records WHERE record_id = %(id)s AND NOT done RETURNING 1), "
-        "c AS (DELETE FROM content_claims WHERE record_id = %(id)s RETURNING 1), "
-        "b AS (DELETE FROM lsh_bands WHERE record_id = %(id)s RETURNING 1) "
-        "DELETE FROM fingerprints WHERE record_id = %(id)s",
-        {"id": record_id},
-    )

@@ -35,6 +35,7 @@ class StateStore(Protocol):
     """
 
     shared: bool
+    round_trips: int  # calls that reached the database so far (for the benchmark)
 
     async def open(self) -> None: ...
 

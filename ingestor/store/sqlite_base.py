@@ -31,6 +31,7 @@ class SQLiteConnection:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._has_frontier = True
+        self.round_trips = 0  # calls into the state thread (the benchmark's count)
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -146,6 +147,7 @@ class SQLiteConnection:
         self._release_lock()
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        self.round_trips += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, function, *args)
 
