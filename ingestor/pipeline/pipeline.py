@@ -69,7 +69,6 @@ class Pipeline:
         self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
             self.dispatcher.hosts_waiting(time.time())
         )
-        self.metrics.gauges["state_round_trips"] = lambda: float(store.round_trips)
         self.metrics.collectors.append(self._collect_frontier)
 
     @property
@@ -108,6 +107,8 @@ class Pipeline:
         return self.poller.state_of(feed)
 
     async def _collect_frontier(self) -> None:
+        for call, count in self.store.round_trips_by.items():
+            self.metrics.counters[("state_round_trips", call)] = float(count)
         summary = await self.store.frontier_summary(time.time())
         oldest = summary.oldest_enqueued_at
         self.metrics.gauges["frontier_size"] = lambda: float(summary.size)

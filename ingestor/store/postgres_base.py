@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -69,6 +70,8 @@ class PostgresConnection:
         self.lease_ttl = lease_ttl
         self.read_only = read_only
         self.round_trips = 0  # statements, BEGINs and COMMITs sent (the benchmark's count)
+        # ...per store method: the caller's name (interleaved calls may blur the split).
+        self.round_trips_by: Counter[str] = Counter()
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -127,20 +130,26 @@ class PostgresConnection:
     # --- running statements ---
 
     async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        call, before = sys._getframe(1).f_code.co_name, self.round_trips
         try:
             async with self._pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
                 return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
+        finally:
+            self.round_trips_by[call] += self.round_trips - before
 
     async def _transaction(self, body: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        call, before = sys._getframe(1).f_code.co_name, self.round_trips
         self.round_trips += 2  # BEGIN and COMMIT
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await body(conn)
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
+        finally:
+            self.round_trips_by[call] += self.round_trips - before
 
     # --- what this instance holds ---
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import psycopg
 
@@ -23,26 +22,6 @@ from ingestor.core.state import (
 from ingestor.store.postgres_base import PostgresConnection
 from ingestor.store.postgres_sql import ENTRY_SEEN, HOST_WAIT, SAVE_FEED
 from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, frontier_item
-
-# Take a host for this instance, unless another live instance holds it.
-TAKE_HOSTS = (
-    "INSERT INTO hosts (host, owner, lease_until) "
-    "SELECT h, %(me)s, %(until)s FROM unnest(%(hosts)s::text[]) AS h "
-    "ON CONFLICT (host) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until "
-    "WHERE hosts.owner IS NULL OR hosts.owner = excluded.owner OR hosts.lease_until <= %(now)s "
-    "RETURNING host, next_allowed_at"
-)
-
-CLAIM_ITEMS = (
-    "WITH picked AS (SELECT p.item_id FROM unnest(%(hosts)s::text[], %(counts)s::int[]) "
-    "  AS r(host, n), LATERAL (SELECT item_id FROM frontier WHERE host = r.host "
-    "  AND not_before <= %(now)s AND lease_until <= %(now)s ORDER BY not_before, item_id "
-    "  LIMIT r.n FOR UPDATE SKIP LOCKED) p) "
-    "UPDATE frontier f SET owner = %(me)s, lease_until = %(until)s FROM picked "
-    "WHERE f.item_id = picked.item_id RETURNING f.item_id, f.feed_id, f.canonical_url, f.host, "
-    "f.payload, f.is_update, f.attempts, f.enqueued_at, f.last_error, "
-    "(SELECT r.record_id FROM records r WHERE r.canonical_url = f.canonical_url AND r.done)"
-)
 
 
 class PostgresFrontier(PostgresConnection):
@@ -83,21 +62,6 @@ class PostgresFrontier(PostgresConnection):
             else:
                 busy[feed_id] = (float(wait), str(why))
         return FeedClaims(claimed, busy)
-
-    async def _take_hosts(
-        self, conn: psycopg.AsyncConnection, hosts: list[str], now: float, until: float
-    ) -> dict[str, float]:
-        """Lease these hosts to this instance where no other live one holds them; returns
-        the hosts taken and when each may be sent its next request."""
-        if not hosts:
-            return {}
-        cursor = await conn.execute(
-            TAKE_HOSTS, {"me": self.instance_id, "until": until, "now": now, "hosts": hosts}
-        )
-        taken = {host: float(allowed) for host, allowed in await cursor.fetchall()}
-        for host in taken:
-            self._idle_host(host, now)
-        return taken
 
     async def release_feeds(self, feed_ids: Sequence[str]) -> None:
         """Polls that ended without a commit (skipped, or an unexpected error)."""
@@ -167,48 +131,34 @@ class PostgresFrontier(PostgresConnection):
     async def claim_articles(
         self, requests: Sequence[tuple[str, int]], now: float, lease_until: float
     ) -> ClaimResult:
-        me, until = self.instance_id, lease_until
-
-        async def claim(conn: psycopg.AsyncConnection) -> ClaimResult:
-            wanted = [h for h, _ in requests if h != NO_FETCH_HOST]
-            taken = await self._take_hosts(conn, wanted, now, until)
-            host_next: dict[str, float | None] = {}
-            ready: list[tuple[str, int]] = []
-            for host, count in requests:
-                allowed_at = 0.0 if host == NO_FETCH_HOST else taken.get(host)
-                if allowed_at is None:
-                    host_next[host] = None  # another instance's now: the refresh brings it back
-                elif allowed_at > now:
-                    host_next[host] = allowed_at
-                else:
-                    ready.append((host, count))
-            items: list[FrontierItem] = []
-            if ready:
-                params: dict[str, Any] = {
-                    "hosts": [h for h, _ in ready],
-                    "counts": [n for _, n in ready],
-                    "now": now,
-                    "me": me,
-                    "until": until,
-                }
-                cursor = await conn.execute(CLAIM_ITEMS, params)
-                items = [frontier_item(row) for row in await cursor.fetchall()]
-                cursor = await conn.execute(
-                    "SELECT host, min(not_before) FROM frontier WHERE host = ANY(%(hosts)s) "
-                    "AND lease_until <= %(now)s GROUP BY host",
-                    params,
-                )
-                left = dict(await cursor.fetchall())
-                for host, _ in ready:
-                    host_next[host] = left.get(host)
-            return ClaimResult(items, host_next)
-
-        result = await self._transaction(claim)
-        for item in result.items:
-            self._held_items[item.item_id] = item.host
-            if item.host != NO_FETCH_HOST:
-                self._took_host(item.host)
-        return result
+        """One call (ingestor_claim_articles): each host's lease, then its due items."""
+        rows = await self._fetch(
+            "SELECT * FROM ingestor_claim_articles(%s, %s, %s, %s, %s)",
+            (
+                [host for host, _ in requests],
+                [count for _, count in requests],
+                self.instance_id,
+                now,
+                lease_until,
+            ),
+        )
+        items: list[FrontierItem] = []
+        host_next: dict[str, float | None] = {}
+        for host, taken, next_due, item_id, *item in rows:
+            if item_id is not None:
+                feed_id, canonical, payload, is_update, attempts, enqueued, error, known = item
+                row = (item_id, feed_id, canonical, host, payload, is_update, attempts)
+                items.append(frontier_item((*row, enqueued, error, known)))
+                self._held_items[item_id] = host
+                if host != NO_FETCH_HOST:
+                    self._took_host(host)
+                continue
+            # A host another instance holds is dropped; the board's refresh brings it back.
+            host_next[host] = float(next_due) if taken and next_due is not None else None
+            if taken and host != NO_FETCH_HOST:
+                self._idle_host(host, now)
+        items.sort(key=lambda i: i.item_id)
+        return ClaimResult(items, host_next)
 
     async def commit_article(self, commit: ArticleCommit) -> None:
         record = commit.record

@@ -170,6 +170,58 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Claim up to p_counts[i] due items of each host p_hosts[i], taking the host's lease first
+-- (the empty host, articles with no page to fetch, needs none). One row per item, then one
+-- per host: r_taken (the host is ours) and r_next (its earliest unclaimed item, or when
+-- it may be sent the next request).
+CREATE OR REPLACE FUNCTION ingestor_claim_articles(
+    p_hosts TEXT[], p_counts INTEGER[], p_me TEXT, p_now DOUBLE PRECISION,
+    p_until DOUBLE PRECISION
+) RETURNS TABLE (r_host TEXT, r_taken BOOLEAN, r_next DOUBLE PRECISION, r_item BIGINT,
+                 r_feed TEXT, r_canonical TEXT, r_payload TEXT, r_update BOOLEAN,
+                 r_attempts INTEGER, r_enqueued DOUBLE PRECISION, r_error TEXT, r_known TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i INTEGER;
+    allowed DOUBLE PRECISION;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_hosts), 0) LOOP
+        r_host := p_hosts[i]; r_next := NULL; r_taken := true; allowed := 0;
+        IF r_host <> '' THEN
+            INSERT INTO hosts AS h (host, owner, lease_until) VALUES (r_host, p_me, p_until)
+                ON CONFLICT (host) DO UPDATE SET owner = excluded.owner,
+                lease_until = excluded.lease_until
+                WHERE h.owner IS NULL OR h.owner = excluded.owner OR h.lease_until <= p_now
+                RETURNING h.next_allowed_at INTO allowed;
+            r_taken := FOUND;
+        END IF;
+        IF r_taken AND allowed <= p_now THEN
+            FOR r_item, r_feed, r_canonical, r_payload, r_update, r_attempts, r_enqueued,
+                r_error IN
+                UPDATE frontier f SET owner = p_me, lease_until = p_until
+                WHERE f.item_id IN (
+                    SELECT q.item_id FROM frontier q WHERE q.host = r_host
+                    AND q.not_before <= p_now AND q.lease_until <= p_now
+                    ORDER BY q.not_before, q.item_id LIMIT p_counts[i] FOR UPDATE SKIP LOCKED)
+                RETURNING f.item_id, f.feed_id, f.canonical_url, f.payload, f.is_update,
+                          f.attempts, f.enqueued_at, f.last_error
+            LOOP
+                SELECT rr.record_id INTO r_known FROM records rr
+                    WHERE rr.canonical_url = r_canonical AND rr.done;
+                RETURN NEXT;
+            END LOOP;
+            SELECT min(q.not_before) INTO r_next FROM frontier q
+                WHERE q.host = r_host AND q.lease_until <= p_now;
+        ELSIF r_taken THEN
+            r_next := allowed;
+        END IF;
+        r_item := NULL; r_feed := NULL; r_canonical := NULL; r_payload := NULL;
+        r_update := NULL; r_attempts := NULL; r_enqueued := NULL; r_error := NULL;
+        r_known := NULL;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
 -- Reserve a record's location and claim its body for dedup. Two instances finishing near
 -- duplicates at once serialize on the LSH band keys, so the second sees the first's claim.
 CREATE OR REPLACE FUNCTION ingestor_prepare_article(

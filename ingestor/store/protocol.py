@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -36,6 +37,7 @@ class StateStore(Protocol):
 
     shared: bool
     round_trips: int  # calls that reached the database so far (for the benchmark)
+    round_trips_by: Counter[str]  # the same per store method
 
     async def open(self) -> None: ...
 

@@ -10,6 +10,8 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +34,7 @@ class SQLiteConnection:
         self._lock_fd: int | None = None
         self._has_frontier = True
         self.round_trips = 0  # calls into the state thread (the benchmark's count)
+        self.round_trips_by: Counter[str] = Counter()  # ...per store method
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -148,6 +151,7 @@ class SQLiteConnection:
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         self.round_trips += 1
+        self.round_trips_by[sys._getframe(1).f_code.co_name] += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, function, *args)
 
