@@ -57,11 +57,16 @@ class FeedPoller(UsesParts):
         return self.states.get(feed.feed_id) or FeedState(feed_id=feed.feed_id)
 
     async def poll_feed(
-        self, feed: FeedConfig, force: bool = False, after_wait: bool = False
+        self,
+        feed: FeedConfig,
+        force: bool = False,
+        after_wait: bool = False,
+        claimed: FeedState | None = None,
     ) -> PollOutcome:
         """Poll one feed. `force`: whatever its interval (run --once), still honouring
         what the server asked for and the error backoff; `after_wait`: the poll follows a
-        wait the server asked for in this same pass, so the error backoff is not applied."""
+        wait the server asked for in this same pass, so the error backoff is not applied.
+        `claimed`: a shared store already gave this instance the poll, with this state."""
         lock = self._feed_locks.setdefault(feed.feed_id, asyncio.Lock())
         if lock.locked():
             return PollOutcome(feed.feed_id, PollStatus.SKIPPED)
@@ -69,25 +74,37 @@ class FeedPoller(UsesParts):
             try:
                 if not self.store.shared:
                     return await self._poll_feed(feed, force, after_wait)
-                return await self._poll_claimed(feed, force, after_wait)
+                return await self._poll_claimed(feed, force, after_wait, claimed)
             finally:
                 self._feed_locks.pop(feed.feed_id, None)
 
-    async def _poll_claimed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
+    async def _poll_claimed(
+        self, feed: FeedConfig, force: bool, after_wait: bool, claimed: FeedState | None
+    ) -> PollOutcome:
         """Several instances share the state: poll only with the feed's lease (and its
         host's), from the feed's current state, which another instance may have moved on."""
-        host = host_key(self.state_of(feed).url)
-        claims = await self.store.claim_feeds([(feed.feed_id, host)], time.time(), force)
-        state = claims.claimed.get(feed.feed_id)
-        if state is None:
-            when, why = claims.busy[feed.feed_id]
-            log.debug("feed %s: not polled here now: %s", feed.url, why)
-            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=when)
-        self.states[feed.feed_id] = state
+        if claimed is None:
+            host = host_key(self.state_of(feed).url)
+            claims = await self.store.claim_feeds([(feed.feed_id, host)], time.time(), force)
+            claimed = claims.claimed.get(feed.feed_id)
+            if claimed is None:
+                when, why = claims.busy[feed.feed_id]
+                log.debug("feed %s: not polled here now: %s", feed.url, why)
+                return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=when)
+        self.states[feed.feed_id] = claimed
+        outcome: PollOutcome | None = None
         try:
-            return await self._poll_feed(feed, force, after_wait)
+            outcome = await self._poll_feed(feed, force, after_wait)
+            return outcome
         finally:
-            await self.store.release_feeds([feed.feed_id])
+            # A poll that committed has given the feed back already; one that did not
+            # (skipped, disabled, cut short) is due again when the poll says, or later.
+            schedule_config = self.config.schedule
+            later = time.time() + schedule.error_backoff(
+                1, schedule_config.interval, schedule_config
+            )
+            retry_at = outcome.retry_at if outcome is not None else None
+            await self.store.release_feeds([feed.feed_id], retry_at or later)
 
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
         state = self.state_of(feed)

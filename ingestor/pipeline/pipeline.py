@@ -76,9 +76,13 @@ class Pipeline:
         return self.poller.states
 
     async def poll_feed(
-        self, feed: FeedConfig, force: bool = False, after_wait: bool = False
+        self,
+        feed: FeedConfig,
+        force: bool = False,
+        after_wait: bool = False,
+        claimed: FeedState | None = None,
     ) -> PollOutcome:
-        return await self.poller.poll_feed(feed, force, after_wait)
+        return await self.poller.poll_feed(feed, force, after_wait, claimed)
 
     async def process_item(self, item: FrontierItem) -> float | None:
         return await self.articles.process_item(item)

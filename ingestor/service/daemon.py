@@ -13,6 +13,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,7 +22,9 @@ from ingestor.config.load import load_config
 from ingestor.config.model import Config, FeedConfig, sections
 from ingestor.core import schedule
 from ingestor.core.metrics import Metrics
-from ingestor.errors import ConfigError
+from ingestor.core.state import FeedState
+from ingestor.core.urls import host_key
+from ingestor.errors import ConfigError, StateError
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.pipeline import Pipeline
 from ingestor.service.metrics import MetricsServer
@@ -74,6 +77,8 @@ class Daemon:
         self._running: dict[str, asyncio.Task[PollOutcome]] = {}
         self._stopping = asyncio.Event()
         self._accepting = True
+        self._claiming: asyncio.Task[None] | None = None
+        self._registering: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -89,6 +94,9 @@ class Daemon:
                 self.due.set(
                     feed_id, schedule.first_due(pipeline.states.get(feed_id), now, spread, self.rng)
                 )
+            if pipeline.store.shared:
+                # The schedule lives in the shared state; each instance claims what is due.
+                await self._register(self.feeds.values(), now, spread)
             self.metrics.gauges["feeds_scheduled"] = lambda: float(len(self.feeds))
             self.metrics.gauges["feeds_polling"] = lambda: float(len(self._running))
             if self.config.metrics.enabled:
@@ -176,6 +184,10 @@ class Daemon:
         room = self.config.pipeline.max_concurrent_feeds - len(self._running)
         if room <= 0:
             return
+        if self.pipeline.store.shared:
+            if self._claiming is None or self._claiming.done():
+                self._claiming = asyncio.create_task(self._claim_due(room))
+            return
         for feed_id in self.due.pop_due(time.time(), room):
             feed = self.feeds.get(feed_id)
             if feed is None or feed_id in self._running:
@@ -183,11 +195,33 @@ class Daemon:
             task = asyncio.create_task(self._poll(feed))
             self._running[feed_id] = task
 
-    async def _poll(self, feed: FeedConfig) -> PollOutcome:
+    async def _claim_due(self, room: int) -> None:
+        """Shared state: claim what is due from the fleet's schedule and poll it here."""
+        assert self.pipeline is not None
+        store = self.pipeline.store
+        try:
+            claimed = await store.claim_due_feeds(time.time(), room)
+        except StateError as exc:
+            log.warning("could not claim due feeds (%s); trying again at the next tick", exc)
+            return
+        for feed_id, state in claimed.items():
+            feed = self.feeds.get(feed_id)
+            if feed is None or feed_id in self._running:
+                # Not in this instance's configuration (removed, or only another's).
+                await store.release_feeds([feed_id], time.time() + self.config.schedule.interval)
+                continue
+            self._running[feed_id] = asyncio.create_task(self._poll(feed, state))
+
+    async def _register(self, feeds: Iterable[FeedConfig], now: float, spread: float) -> None:
+        assert self.pipeline is not None
+        rows = [(f.feed_id, host_key(f.url), now + self.rng.uniform(0, spread)) for f in feeds]
+        await self.pipeline.store.register_feeds(rows)
+
+    async def _poll(self, feed: FeedConfig, claimed: FeedState | None = None) -> PollOutcome:
         assert self.pipeline is not None
         outcome: PollOutcome | None = None
         try:
-            outcome = await self.pipeline.poll_feed(feed)
+            outcome = await self.pipeline.poll_feed(feed, claimed=claimed)
             if outcome.new_entries:
                 log.info("feed %s: %d new entries queued", feed.url, outcome.new_entries)
             return outcome
@@ -246,10 +280,14 @@ class Daemon:
             self.pipeline.set_feeds(new.feeds)
         for feed_id in removed:
             self.due.discard(feed_id)
+        spread = min(new.schedule.interval, 30.0)  # added feeds: soon, not all at once
         for feed_id in added:
             state = self.pipeline.states.get(feed_id) if self.pipeline else None
-            spread = min(new.schedule.interval, 30.0)  # added feeds: soon, not all at once
             self.due.set(feed_id, schedule.first_due(state, now, spread, self.rng))
+        if self.pipeline is not None and self.pipeline.store.shared and added:
+            self._registering = asyncio.get_running_loop().create_task(
+                self._register([new_feeds[f] for f in added], now, spread)
+            )
         for feed_id in changed:
             # A changed feed (e.g. a new interval, or a fix for a 410) is polled soon.
             self.due.set(feed_id, now + self.rng.uniform(0, 5.0))

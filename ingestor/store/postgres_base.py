@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sys
 import time
@@ -31,6 +32,9 @@ from ingestor.errors import StateError
 from ingestor.store.postgres_schema import migrate
 
 log = logging.getLogger(__name__)
+# The store method whose statements are being sent (per task, so concurrent calls count
+# apart).
+_CALL: contextvars.ContextVar[str] = contextvars.ContextVar("state_call", default="other")
 T = TypeVar("T")
 
 # A host with no work left is kept this long (it is often wanted again at once).
@@ -42,11 +46,11 @@ def _counting_cursor(owner: PostgresConnection) -> type[psycopg.AsyncCursor[Any]
 
     class CountingCursor(psycopg.AsyncCursor[Any]):
         async def execute(self, *args: Any, **kwargs: Any) -> Any:
-            owner.round_trips += 1
+            owner._count(1)
             return await super().execute(*args, **kwargs)
 
         async def executemany(self, *args: Any, **kwargs: Any) -> None:
-            owner.round_trips += 1
+            owner._count(1)
             await super().executemany(*args, **kwargs)
 
     return CountingCursor
@@ -70,7 +74,7 @@ class PostgresConnection:
         self.lease_ttl = lease_ttl
         self.read_only = read_only
         self.round_trips = 0  # statements, BEGINs and COMMITs sent (the benchmark's count)
-        # ...per store method: the caller's name (interleaved calls may blur the split).
+        # ...per store method (the name of the method that sent them).
         self.round_trips_by: Counter[str] = Counter()
         self._pool = AsyncConnectionPool(
             url,
@@ -130,7 +134,7 @@ class PostgresConnection:
     # --- running statements ---
 
     async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        call, before = sys._getframe(1).f_code.co_name, self.round_trips
+        token = _CALL.set(sys._getframe(1).f_code.co_name)
         try:
             async with self._pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
@@ -138,18 +142,22 @@ class PostgresConnection:
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
         finally:
-            self.round_trips_by[call] += self.round_trips - before
+            _CALL.reset(token)
 
     async def _transaction(self, body: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        call, before = sys._getframe(1).f_code.co_name, self.round_trips
-        self.round_trips += 2  # BEGIN and COMMIT
+        token = _CALL.set(sys._getframe(1).f_code.co_name)
+        self._count(2)  # BEGIN and COMMIT
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await body(conn)
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
         finally:
-            self.round_trips_by[call] += self.round_trips - before
+            _CALL.reset(token)
+
+    def _count(self, trips: int) -> None:
+        self.round_trips += trips
+        self.round_trips_by[_CALL.get()] += trips
 
     # --- what this instance holds ---
 

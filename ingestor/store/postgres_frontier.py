@@ -19,6 +19,7 @@ from ingestor.core.state import (
     ItemRetry,
     PollCommit,
 )
+from ingestor.core.urls import host_key
 from ingestor.store.postgres_base import PostgresConnection
 from ingestor.store.postgres_sql import ENTRY_SEEN, HOST_WAIT, SAVE_FEED
 from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, frontier_item
@@ -63,20 +64,68 @@ class PostgresFrontier(PostgresConnection):
                 busy[feed_id] = (float(wait), str(why))
         return FeedClaims(claimed, busy)
 
-    async def release_feeds(self, feed_ids: Sequence[str]) -> None:
-        """Polls that ended without a commit (skipped, or an unexpected error)."""
+    async def claim_due_feeds(self, now: float, limit: int) -> dict[str, FeedState]:
+        """The shared schedule: up to `limit` due feeds no other instance holds, on hosts
+        no other instance holds, earliest first (see ingestor_claim_due_feeds)."""
+        rows = await self._fetch(
+            "SELECT * FROM ingestor_claim_due_feeds(%s, %s, %s, %s)",
+            (self.instance_id, now, now + self.lease_ttl, limit),
+        )
+        claimed = {}
+        for feed_id, data in rows:
+            state = feed_from_json(data)
+            claimed[feed_id] = state
+            host = host_key(state.url)
+            self._feed_hosts[feed_id] = host
+            self._took_host(host)
+        return claimed
+
+    async def register_feeds(self, feeds: Sequence[tuple[str, str, float]]) -> None:
+        """Configured (feed id, host, first due time): the ones the state lacks are added,
+        so that the shared schedule knows them."""
+        if feeds:
+            await self._fetch(
+                "INSERT INTO feeds (feed_id, host, next_due, data) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[]) "
+                "ON CONFLICT (feed_id) DO NOTHING",
+                (
+                    [f for f, _, _ in feeds],
+                    [h for _, h, _ in feeds],
+                    [d for _, _, d in feeds],
+                    [feed_to_json(FeedState(feed_id=f, next_due=d)) for f, _, d in feeds],
+                ),
+            )
+
+    async def release_feeds(self, feed_ids: Sequence[str], next_due: float | None = None) -> None:
+        """Polls that ended without a commit (skipped, disabled, an unexpected error): due
+        again at `next_due` when given."""
         held = [f for f in feed_ids if f in self._feed_hosts]
         if not held:
             return
         for feed_id in held:
             self._release_feed_locally(feed_id)
         await self._fetch(
-            "UPDATE feeds SET owner = NULL, lease_until = 0 WHERE feed_id = ANY(%s) AND owner = %s",
-            (held, self.instance_id),
+            "UPDATE feeds SET owner = NULL, lease_until = 0, "
+            "next_due = greatest(next_due, coalesce(%s, 0)) "
+            "WHERE feed_id = ANY(%s) AND owner = %s",
+            (next_due, held, self.instance_id),
         )
 
     async def commit_poll(self, commit: PollCommit) -> None:
         state, now = commit.state, time.time()
+        saved = (
+            state.feed_id,
+            feed_to_json(state),
+            state.next_due,
+            host_key(state.url),
+            self.instance_id,
+            now,
+        )
+        if not commit.items and commit.host_wait is None:
+            # An unchanged feed, the common case: one statement.
+            await self._fetch(SAVE_FEED, saved)
+            self._release_feed_locally(state.feed_id)
+            return
         items = [
             (i.feed_id, i.entry_key, i.canonical_url, i.host, i.payload, i.is_update, i.enqueued_at)
             for i in commit.items
@@ -86,10 +135,7 @@ class PostgresFrontier(PostgresConnection):
         ]
 
         async def save(conn: psycopg.AsyncConnection) -> None:
-            await conn.execute(
-                SAVE_FEED,
-                (state.feed_id, feed_to_json(state), state.next_due, self.instance_id, now),
-            )
+            await conn.execute(SAVE_FEED, saved)
             async with conn.cursor() as cursor:
                 if items:
                     # An entry still queued keeps its place and attempts; its text is newest.

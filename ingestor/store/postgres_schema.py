@@ -23,11 +23,13 @@ CREATE TABLE feeds (
     feed_id TEXT PRIMARY KEY,
     data TEXT NOT NULL,
     next_due DOUBLE PRECISION NOT NULL DEFAULT 0,
+    host TEXT NOT NULL DEFAULT '',
     owner TEXT,
     lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
     last_poll_by TEXT,
     last_poll_at DOUBLE PRECISION
 );
+CREATE INDEX feeds_next_due ON feeds (next_due);
 CREATE TABLE entries (
     feed_id TEXT NOT NULL,
     entry_key TEXT NOT NULL,
@@ -133,7 +135,7 @@ DECLARE
     f RECORD;
     allowed DOUBLE PRECISION;
 BEGIN
-    INSERT INTO feeds (feed_id, data) SELECT * FROM unnest(p_ids, p_blank)
+    INSERT INTO feeds (feed_id, data, host) SELECT * FROM unnest(p_ids, p_blank, p_hosts)
         ON CONFLICT (feed_id) DO NOTHING;
     FOR f IN SELECT feeds.feed_id, feeds.data, feeds.next_due, feeds.owner, feeds.lease_until,
                     req.host
@@ -218,6 +220,36 @@ BEGIN
         r_item := NULL; r_feed := NULL; r_canonical := NULL; r_payload := NULL;
         r_update := NULL; r_attempts := NULL; r_enqueued := NULL; r_error := NULL;
         r_known := NULL;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- The daemon's schedule, shared: claim up to p_limit due feeds that no other live instance
+-- holds, on hosts no other live instance holds, earliest first; one row per feed claimed.
+CREATE OR REPLACE FUNCTION ingestor_claim_due_feeds(
+    p_me TEXT, p_now DOUBLE PRECISION, p_until DOUBLE PRECISION, p_limit INTEGER
+) RETURNS TABLE (r_feed TEXT, r_data TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    f RECORD;
+BEGIN
+    FOR f IN SELECT feeds.feed_id, feeds.data, feeds.host FROM feeds
+             LEFT JOIN hosts h ON h.host = feeds.host
+             WHERE feeds.next_due <= p_now
+             AND (feeds.owner IS NULL OR feeds.owner = p_me OR feeds.lease_until <= p_now)
+             AND (h.owner IS NULL OR h.owner = p_me OR h.lease_until <= p_now)
+             AND coalesce(h.next_allowed_at, 0) <= p_now
+             ORDER BY feeds.next_due LIMIT p_limit
+             FOR UPDATE OF feeds SKIP LOCKED
+    LOOP
+        IF f.host <> '' THEN
+            INSERT INTO hosts AS h (host, owner, lease_until) VALUES (f.host, p_me, p_until)
+                ON CONFLICT (host) DO UPDATE SET owner = excluded.owner,
+                lease_until = excluded.lease_until
+                WHERE h.owner IS NULL OR h.owner = excluded.owner OR h.lease_until <= p_now;
+            CONTINUE WHEN NOT FOUND;  -- taken by another instance a moment ago
+        END IF;
+        UPDATE feeds SET owner = p_me, lease_until = p_until WHERE feeds.feed_id = f.feed_id;
+        r_feed := f.feed_id; r_data := f.data;
         RETURN NEXT;
     END LOOP;
 END $$;

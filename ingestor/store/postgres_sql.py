@@ -23,10 +23,11 @@ HOST_WAIT = (
 
 # A poll commit also gives the feed's lease back and says who polled it.
 SAVE_FEED = (
-    "INSERT INTO feeds (feed_id, data, next_due, owner, lease_until, last_poll_by, "
-    "last_poll_at) VALUES (%s, %s, %s, NULL, 0, %s, %s) ON CONFLICT (feed_id) DO UPDATE SET "
-    "data = excluded.data, next_due = excluded.next_due, owner = NULL, lease_until = 0, "
-    "last_poll_by = excluded.last_poll_by, last_poll_at = excluded.last_poll_at"
+    "INSERT INTO feeds (feed_id, data, next_due, host, owner, lease_until, last_poll_by, "
+    "last_poll_at) VALUES (%s, %s, %s, %s, NULL, 0, %s, %s) ON CONFLICT (feed_id) DO UPDATE "
+    "SET data = excluded.data, next_due = excluded.next_due, host = excluded.host, "
+    "owner = NULL, lease_until = 0, last_poll_by = excluded.last_poll_by, "
+    "last_poll_at = excluded.last_poll_at"
 )
 
 RECORD_BY = (

@@ -90,8 +90,18 @@ class StateStore(Protocol):
         `force`) and not held by another instance; each comes with its current state."""
         ...
 
-    async def release_feeds(self, feed_ids: Sequence[str]) -> None:
-        """Give back polls that ended without a commit_poll (which gives its feed back)."""
+    async def claim_due_feeds(self, now: float, limit: int) -> dict[str, FeedState]:
+        """The shared schedule: claim up to `limit` due feeds (earliest first) that no other
+        instance holds, on hosts no other instance holds."""
+        ...
+
+    async def register_feeds(self, feeds: Sequence[tuple[str, str, float]]) -> None:
+        """(feed id, host, first due time) of configured feeds the shared schedule lacks."""
+        ...
+
+    async def release_feeds(self, feed_ids: Sequence[str], next_due: float | None = None) -> None:
+        """Give back polls that ended without a commit_poll (which gives its feed back),
+        due again at `next_due` when given."""
         ...
 
     def watch_hosts(self, ready_at: Callable[[str], float]) -> None:

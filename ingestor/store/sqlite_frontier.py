@@ -60,7 +60,21 @@ class SQLiteFrontier(SQLiteConnection):
 
         return await self._run(lookup)
 
-    async def release_feeds(self, feed_ids: Sequence[str]) -> None:
+    async def claim_due_feeds(self, now: float, limit: int) -> dict[str, FeedState]:
+        def lookup() -> dict[str, FeedState]:
+            rows = self.conn.execute(
+                "SELECT data FROM feeds WHERE next_due <= ? ORDER BY next_due LIMIT ?",
+                (now, limit),
+            )
+            states = (feed_from_json(data) for (data,) in rows)
+            return {s.feed_id: s for s in states}
+
+        return await self._run(lookup)
+
+    async def register_feeds(self, feeds: Sequence[tuple[str, str, float]]) -> None:
+        return None  # one process: its schedule lives in memory
+
+    async def release_feeds(self, feed_ids: Sequence[str], next_due: float | None = None) -> None:
         return None
 
     async def feed_polls(self) -> dict[str, tuple[str | None, float | None, str | None]]:
