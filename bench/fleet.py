@@ -235,7 +235,8 @@ def polls(args: argparse.Namespace, root: Path, cluster) -> list[str]:
             trips = sum(
                 v
                 for k, v in figures.items()
-                if k.startswith("rt:") and k[3:] in ("claim_feeds", "commit_poll", "release_feeds")
+                if k.startswith("rt:")
+                and k[3:] in ("claim_feeds", "claim_due_feeds", "commit_poll", "release_feeds")
             )
             base_rate = base_rate or rate
             lines.append(
