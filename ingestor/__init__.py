@@ -7,7 +7,8 @@ Data flows one way; each folder is a layer and may import only the layers below 
     pipeline/  the orchestrator: polls feeds, feeds the frontier, runs the articles;
                calls the layers below in order and decides nothing itself
     http/      fetching: one aiohttp session, politeness, robots.txt, the SSRF guard
-    store/     the state store contract (protocol.py) and its backends (SQLite)
+    store/     the state store contract (protocol.py) and its backends: SQLite (one
+               machine) and PostgreSQL (a fleet: leases, host leases, server functions)
     sink/      where records go: atomic JSON files
     analyze/   CPU-bound work run in worker processes: extraction, language, MinHash
     parse/     feed bytes to entries: RSS/Atom via feedparser, JSON Feed, text

@@ -198,3 +198,17 @@ def test_state_is_a_path_or_a_postgresql_url_not_both(tmp_path, monkeypatch):
     # The password reaches neither repr (logs) nor the place status and logs name.
     assert "s3cret" not in repr(config) and "s3cret" not in config.state.where
     assert config.state.where == "postgresql://ingest:***@db:5432/ingest"
+
+
+def test_the_fleet_example_and_its_compose_file_agree(monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("INGEST_DB_PASSWORD", "pw")
+    config = load_config(REPO / "config" / "fleet.example.yaml")
+    assert config.state.url == "postgresql://ingest:pw@db:5432/ingest" and config.feeds
+    compose = yaml.safe_load((REPO / "config" / "compose.yaml").read_text())
+    replicas = compose["services"]["ingestor"]
+    assert replicas["deploy"]["replicas"] == 3
+    assert "INGEST_DB_PASSWORD" in replicas["environment"]
+    # The output volume is the one the config writes to, shared by every replica.
+    assert f"output:{config.output.dir}" in replicas["volumes"]
