@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import psycopg
 import pytest
 
-from ingestor.core import frontier
-from ingestor.core.entry import FeedEntry
 from ingestor.core.state import ArticleLookup, DedupQuery, FeedState, PollCommit
-from ingestor.core.urls import TrackingParams
 from ingestor.store.postgres import PostgresStateStore
+from tests.test_store_contract import _items
 
 
 @pytest.fixture
@@ -38,23 +35,6 @@ async def crash(store: PostgresStateStore) -> None:
     store._heartbeat.cancel()
     store._heartbeat = None
     await store._pool.close()
-
-
-def items(feed_id: str, n: int, host: str, now: float) -> list[frontier.NewItem]:
-    entries = [
-        (FeedEntry(f"{host}-{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False)
-        for i in range(n)
-    ]
-    planned = frontier.plan_items(
-        feed_id,
-        entries,
-        fetch_articles=True,
-        feed_title=None,
-        feed_language=None,
-        tracking=TrackingParams(),
-        now=now,
-    )
-    return [replace(i, host=host) for i in planned]
 
 
 async def test_a_feed_poll_is_claimed_by_one_instance_at_a_time(fleet):
@@ -81,7 +61,7 @@ async def test_a_feed_poll_is_claimed_by_one_instance_at_a_time(fleet):
 async def test_a_dead_instances_leases_lapse_and_its_work_is_taken_over(fleet):
     a, b = await fleet("a", lease_ttl=1.0), await fleet("b", lease_ttl=1.0)
     now = time.time()
-    await a.commit_poll(PollCommit(FeedState(feed_id="f"), items("f", 3, "h:80", now)))
+    await a.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 3, "h:80", now)))
     claim = await a.claim_articles([("h:80", 2)], now, now + 1.0)
     assert len(claim.items) == 2
     # The host is A's: B gets nothing from it, and does not even see it as waiting work.
@@ -95,7 +75,7 @@ async def test_a_dead_instances_leases_lapse_and_its_work_is_taken_over(fleet):
     await asyncio.sleep(1.2)
     assert "h:80" in await b.frontier_hosts(time.time())
     taken = await b.claim_articles([("h:80", 5)], time.time(), time.time() + 1)
-    assert sorted(i.entry.key for i in taken.items) == ["h:80-0", "h:80-1", "h:80-2"]
+    assert sorted(i.entry.key for i in taken.items) == ["k0", "k1", "k2"]
 
 
 async def test_racing_instances_on_one_url_share_one_reservation(fleet):
@@ -145,3 +125,20 @@ async def test_a_second_start_against_the_same_database_keeps_the_schema(pg_url)
     await again.close()
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT version FROM ingestor_schema").fetchall() == [(1,)]
+
+
+async def test_the_shared_schedule_gives_each_due_feed_to_one_instance(fleet):
+    a, b = await fleet("a"), await fleet("b")
+    now = time.time()
+    await a.register_feeds([(f"f{n}", f"h{n % 2}:80", now - 10 + n) for n in range(4)])
+    await a.register_feeds([("f0", "h0:80", now + 999)])  # known already: left as it is
+    mine = await a.claim_due_feeds(now, 1)
+    assert list(mine) == ["f0"]
+    # B gets neither A's feed nor any feed on A's host h0 (f2), only h1's.
+    theirs = await b.claim_due_feeds(now, 10)
+    assert sorted(theirs) == ["f1", "f3"]
+    # A's poll ends without a commit (say, skipped): due again when it said.
+    await a.release_feeds(["f0"], now + 300)
+    await a._give_back(["h0:80"])
+    # (B's own f1 and f3 are being polled by B: not handed out again, to B either.)
+    assert list(await b.claim_due_feeds(time.time(), 10)) == ["f2"]

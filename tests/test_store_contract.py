@@ -141,7 +141,7 @@ async def test_prune_forgets_old_keys_and_fingerprints(store):
     assert await store.duplicate_candidates(DedupQuery("h2", "s", [5], 0.0), "x") == (None, [])
 
 
-def _items(feed_id: str, n: int, host: str = "h:80") -> list[frontier.NewItem]:
+def _items(feed_id: str, n: int, host: str = "h:80", now: float = NOW) -> list[frontier.NewItem]:
     entries = [
         (FeedEntry(f"k{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False) for i in range(n)
     ]
@@ -152,7 +152,7 @@ def _items(feed_id: str, n: int, host: str = "h:80") -> list[frontier.NewItem]:
         feed_title=None,
         feed_language=None,
         tracking=TrackingParams(),
-        now=NOW,
+        now=now,
     )
     return [replace(i, host=host) for i in items]
 
@@ -232,3 +232,16 @@ async def test_claim_feeds_gives_the_stored_state(store):
     assert claims.claimed["f"].etag == '"v9"'
     assert claims.claimed["new"] == FeedState(feed_id="new")
     await store.release_feeds(["f", "new"])
+
+
+async def test_the_schedule_hands_out_due_feeds_earliest_first(store):
+    await store.save_feeds(
+        [
+            FeedState(feed_id="late", next_due=NOW - 10),
+            FeedState(feed_id="early", next_due=NOW - 20),
+            FeedState(feed_id="not-yet", next_due=NOW + 100),
+        ]
+    )
+    due = await store.claim_due_feeds(NOW, 5)
+    assert list(due) == ["early", "late"] and due["early"].next_due == NOW - 20
+    await store.release_feeds(["early", "late"], NOW + 50)

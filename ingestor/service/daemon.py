@@ -206,7 +206,7 @@ class Daemon:
             return
         for feed_id, state in claimed.items():
             feed = self.feeds.get(feed_id)
-            if feed is None or feed_id in self._running:
+            if feed is None:
                 # Not in this instance's configuration (removed, or only another's).
                 await store.release_feeds([feed_id], time.time() + self.config.schedule.interval)
                 continue

@@ -73,6 +73,8 @@ class PostgresFrontier(PostgresConnection):
         )
         claimed = {}
         for feed_id, data in rows:
+            if feed_id in self._feed_hosts:
+                continue  # a lapsed lease on a poll still running here: it is still ours
             state = feed_from_json(data)
             claimed[feed_id] = state
             host = host_key(state.url)

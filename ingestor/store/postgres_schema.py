@@ -235,7 +235,7 @@ BEGIN
     FOR f IN SELECT feeds.feed_id, feeds.data, feeds.host FROM feeds
              LEFT JOIN hosts h ON h.host = feeds.host
              WHERE feeds.next_due <= p_now
-             AND (feeds.owner IS NULL OR feeds.owner = p_me OR feeds.lease_until <= p_now)
+             AND (feeds.owner IS NULL OR feeds.lease_until <= p_now)
              AND (h.owner IS NULL OR h.owner = p_me OR h.lease_until <= p_now)
              AND coalesce(h.next_allowed_at, 0) <= p_now
              ORDER BY feeds.next_due LIMIT p_limit
