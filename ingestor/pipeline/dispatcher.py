@@ -34,6 +34,9 @@ _MAX_SLEEP = 5.0
 # With a shared state, how often the board is re-read: other instances add items, finish
 # them, and give hosts back.
 _SHARED_REFRESH = 2.0
+# ...and a claim of fewer than this many items waits this long for more free slots first.
+_GATHER_ITEMS = 2
+_GATHER_SECONDS = 0.05
 
 # work(item) -> None when the item is finished, else the time it is due again.
 Work = Callable[[FrontierItem], Awaitable[float | None]]
@@ -158,6 +161,7 @@ class ArticleDispatcher:
         return {host: self.limiter.delay_for(host) > 0 for host in self._board}
 
     async def _run(self) -> None:
+        gathered = False
         while self._accepting:
             self._wake.clear()
             now = time.time()
@@ -168,6 +172,14 @@ class ArticleDispatcher:
             if self._paused_until > now:
                 room = 0
             plan = frontier.plan_claims(self.views(now), now, room, self.per_host, spaced)
+            small = sum(count for _, count in plan) < _GATHER_ITEMS
+            if self._shared and self._tasks and plan and small and not gathered:
+                # Each claim is a database round trip: while work is in flight, let a few
+                # more slots free up and claim them together.
+                gathered = True
+                await asyncio.sleep(_GATHER_SECONDS)
+                continue
+            gathered = False
             if plan:
                 result = await self.store.claim_articles(plan, now, now + self._lease_seconds)
                 for host, due in result.host_next.items():
