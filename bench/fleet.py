@@ -20,8 +20,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,7 +31,9 @@ import psycopg
 
 from bench.bench import cpu_and_rss, fresh_dir, run_ingestor, write_config
 from bench.farm import FarmServer, FarmSpec
-from tests.pgcluster import find_bin_dir, running_cluster
+from tests.pgcluster import Cluster, find_bin_dir, running_cluster
+
+Daemon = tuple[Path, "subprocess.Popen[bytes]"]
 
 ARTICLE_CALLS = (
     "claim_articles",
@@ -54,7 +58,7 @@ class Progress:
         self.backend = backend
         self.path = work / "state" / "ingestor.db"
 
-    def _query(self, sqlite_sql: str, pg_sql: str, params: tuple[object, ...]) -> tuple:
+    def _query(self, sqlite_sql: str, pg_sql: str, params: tuple[object, ...]) -> Any:
         if self.backend.url is None:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
@@ -120,9 +124,9 @@ def configure(work: Path, feeds: list[str], backend: Backend, schedule: str) -> 
     return config
 
 
-def start_daemons(config: Path, count: int, metrics_port: int) -> list[tuple[Path, int]]:
-    """Several daemons at once (each with its own /metrics port); returns (config, pid)."""
-    started = []
+def start_daemons(config: Path, count: int, metrics_port: int) -> list[Daemon]:
+    """Several daemons at once, each with its own /metrics port: (log, process)."""
+    started: list[Daemon] = []
     for n in range(count):
         own = config.with_name(f"ingestor-{n}.yaml")
         own.write_text(
@@ -141,10 +145,10 @@ def start_daemons(config: Path, count: int, metrics_port: int) -> list[tuple[Pat
                 stderr=subprocess.STDOUT,
             )
         started.append((log, process))
-    return started  # type: ignore[return-value]
+    return started
 
 
-def main_cpu_when_running(daemons: list) -> dict[int, float]:
+def main_cpu_when_running(daemons: list[Daemon]) -> dict[int, float]:
     """Each daemon's main-process CPU once it logs that it runs (start-up excluded)."""
     cpu: dict[int, float] = {}
     deadline = time.monotonic() + 120
@@ -166,7 +170,7 @@ def scrape_round_trips(port: int) -> dict[str, float]:
     return found
 
 
-def stop(daemons: list) -> None:
+def stop(daemons: list[Daemon]) -> None:
     for _log, process in daemons:
         process.send_signal(signal.SIGTERM)
     for _log, process in daemons:
@@ -174,7 +178,7 @@ def stop(daemons: list) -> None:
 
 
 def measure(
-    backend: Backend, work: Path, config: Path, done: callable, port: int
+    backend: Backend, work: Path, config: Path, done: Callable[[], bool], port: int
 ) -> dict[str, float]:
     daemons = start_daemons(config, backend.instances, port)
     try:
@@ -193,7 +197,7 @@ def measure(
     return {"cpu": cpu, "finished": finished, **{f"rt:{k}": v for k, v in trips.items()}}
 
 
-def backends(cluster, counts: list[int]) -> list[Backend]:
+def backends(cluster: Cluster, counts: list[int]) -> list[Backend]:
     made = [Backend("SQLite", 1, None)]
     for n, instances in enumerate(counts):
         name = f"bench{n}_{int(time.time())}"
@@ -203,7 +207,7 @@ def backends(cluster, counts: list[int]) -> list[Backend]:
     return made
 
 
-def polls(args: argparse.Namespace, root: Path, cluster) -> list[str]:
+def polls(args: argparse.Namespace, root: Path, cluster: Cluster) -> list[str]:
     spec = FarmSpec(
         hosts=50,
         feeds=0,
@@ -262,7 +266,7 @@ def polls(args: argparse.Namespace, root: Path, cluster) -> list[str]:
     return lines
 
 
-def articles(args: argparse.Namespace, root: Path, cluster) -> list[str]:
+def articles(args: argparse.Namespace, root: Path, cluster: Cluster) -> list[str]:
     spec = FarmSpec(hosts=6, feeds=args.feeds, items=args.items, fault_rate=args.fault_rate)
     total = args.feeds * args.items
     lines = [
