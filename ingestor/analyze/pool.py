@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import importlib.machinery
 import multiprocessing
 import os
 import signal
@@ -43,6 +44,18 @@ def _ready() -> bool:
     return True
 
 
+def keep_entry_script_out_of_workers() -> None:
+    """A worker starts by re-running the __main__ script (multiprocessing's spawn
+    preparation) unless __main__ is a package's `__main__` module, which it never re-runs.
+    The `ingestor` console script is a plain script: every worker would import the CLI,
+    the pipeline and aiohttp again (about 1.4 s of CPU per worker measured in issue 16).
+    Naming __main__ as `ingestor.__main__` skips that; worker jobs live in importable
+    modules (ingestor.analyze.jobs), never in __main__."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.machinery.ModuleSpec("ingestor.__main__", None)
+
+
 def default_workers() -> int:
     return max(
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
@@ -56,6 +69,7 @@ class WorkerPool:
     def __init__(self, workers: int = 0, task_timeout: float = 30.0) -> None:
         self.workers = workers or default_workers()
         self.task_timeout = task_timeout
+        keep_entry_script_out_of_workers()
         context = multiprocessing.get_context("forkserver")
         # The fork server imports these once; every worker forked from it starts warm.
         context.set_forkserver_preload(["ingestor.analyze.jobs", "ingestor.analyze.warmup"])
