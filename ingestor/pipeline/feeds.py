@@ -109,9 +109,8 @@ class FeedPoller(UsesParts):
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
         state = self.state_of(feed)
         now = time.time()
-        fingerprint = feed_fingerprint(feed)
         if state.disabled_reason:
-            if state.disabled_config == fingerprint:
+            if state.disabled_config == feed_fingerprint(feed):
                 return PollOutcome(feed.feed_id, PollStatus.DISABLED, error=state.disabled_reason)
             log.info(
                 "feed %s: configuration changed, re-enabling (was: %s)",
