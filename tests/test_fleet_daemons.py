@@ -5,7 +5,9 @@ hosts never see more concurrent requests than per_host_connections."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import urllib.request
 from pathlib import Path
 
 from aiohttp import web
@@ -44,7 +46,7 @@ def fleet_config(path: Path, pg_url: str, feed_urls: list[str], extra: str = "")
         "http:\n  allowed_networks: ['127.0.0.0/8']\n  retries: 0\n"
         f"  per_host_connections: {PER_HOST}\n"
         "schedule:\n  interval: 20s\n  min_interval: 10s\n  tick: 200ms\n  adaptive: false\n"
-        "extraction:\n  workers: 1\n"
+        "extraction:\n  workers: 1\nmetrics:\n  enabled: true\n  port: 0\n"
         "pipeline:\n  article_concurrency: 8\n  queue_size: 16\n  shutdown_grace: 5s\n"
         f"{extra}feeds:\n{feeds}"
     )
@@ -71,6 +73,13 @@ async def test_three_daemons_share_the_work_and_survive_a_kill_9(tmp_path, serve
         await daemons[0].wait()
         assert await wait_for(lambda: written() >= total, 90), logs[1].read_text()[-3000:]
         await asyncio.sleep(4.0)  # past lease_ttl: a late takeover would write twice now
+        # Each instance serves its own /metrics, named by its instance id.
+        port = int(re.search(r"metrics on http://127.0.0.1:(\d+)/", logs[1].read_text())[1])
+        metrics = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        )
+        assert f':{daemons[1].pid}"}} 1' in metrics  # ingestor_instance_info{instance=host:pid}
+        assert 'ingestor_state_round_trips_total{kind="commit_article"}' in metrics
         for daemon in daemons[1:]:
             daemon.send_signal(signal.SIGTERM)
         for daemon in daemons[1:]:
