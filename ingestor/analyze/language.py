@@ -142,7 +142,7 @@ def detect_language(
     text: str,
     hints: Sequence[str | None] = (),
     detector: str = "langdetect",
-    max_chars: int = 1000,
+    max_chars: int = 300,
 ) -> LanguageResult:
     sample = f"{title}\n{text}".strip()[:max_chars]
     letters = len(_LETTER.findall(sample))
