@@ -41,24 +41,27 @@ def scheme_id(num_perm: int, threshold: float) -> str:
 @cache
 def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
     """Bands and rows that minimise false positives plus false negatives at threshold
-    (datasketch's MinHashLSH rule, equal weights; computed here because importing
-    datasketch.lsh pulls in scipy, 0.4 s of start-up in every process)."""
-    best, best_error = (1, num_perm), float("inf")
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            error = _integrate(lambda s, b=bands, r=rows: 1 - (1 - s**r) ** b, 0.0, threshold)
-            error += _integrate(lambda s, b=bands, r=rows: (1 - s**r) ** b, threshold, 1.0)
-            if error < best_error:
-                best, best_error = (bands, rows), error
-    return best
+    (datasketch's MinHashLSH rule, equal weights, its 100-step trapezoid integrals;
+    computed here because importing datasketch.lsh pulls in scipy, 0.4 s of start-up in
+    every process). Every (bands, rows) pair at once in numpy: 8 ms instead of the 130 ms
+    of the same sums in a Python loop, which every process paid at start."""
+    pairs = np.array(
+        [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)],
+        dtype=np.float64,
+    )
+    bands, rows = pairs[:, :1], pairs[:, 1:]
+    false_positives = _trapezoid(lambda s: 1 - (1 - s**rows) ** bands, 0.0, threshold)
+    false_negatives = _trapezoid(lambda s: (1 - s**rows) ** bands, threshold, 1.0)
+    best = int(np.argmin(false_positives + false_negatives))  # the first of equals
+    return int(pairs[best, 0]), int(pairs[best, 1])
 
 
-def _integrate(
-    function: Callable[[float], float], low: float, high: float, steps: int = 100
-) -> float:
+def _trapezoid(
+    function: Callable[[np.ndarray], np.ndarray], low: float, high: float, steps: int = 100
+) -> np.ndarray:
     width = (high - low) / steps
-    inner = sum(function(low + i * width) for i in range(1, steps))
-    return width * (inner + (function(low) + function(high)) / 2)
+    values = function((low + np.arange(steps + 1) * width).reshape(1, -1))
+    return width * (values[:, 1:-1].sum(axis=1) + (values[:, 0] + values[:, -1]) / 2)
 
 
 def normalized_words(text: str) -> list[str]:
