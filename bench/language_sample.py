@@ -1,7 +1,9 @@
 """How many characters does language detection need? Accuracy and cost of
-`detect_language` against the sample size, on labelled texts in several languages: the
-readability dev set's pages that declare a language (their expected article text) and the
-bench corpus's stories. Run from the repository root:
+`detect_language` against the sample size, on labelled texts in many languages: the
+readability dev set's pages that declare a language (their expected article text), the
+bench corpus's stories, and (with Faker installed: `pip install -e '.[bench]'`) 2,800-character
+texts drawn from Faker's word lists in 17 languages, 20 per language, seeded. Run from the
+repository root:
 
     python bench/language_sample.py [--devset ../shared/devsets/readability-pages.jsonl.gz]
 """
@@ -22,6 +24,42 @@ from bench.corpus import stories
 from ingestor.analyze.language import detect_language
 
 SIZES = (150, 200, 300, 400, 500, 700, 1000, 2000, 1_000_000)
+# Faker locales whose lorem provider has the language's own words (others fall back to
+# Latin), by the language they are.
+FAKER_LOCALES = {
+    "de": "de_DE",
+    "fr": "fr_FR",
+    "es": "es_ES",
+    "it": "it_IT",
+    "nl": "nl_NL",
+    "pl": "pl_PL",
+    "ru": "ru_RU",
+    "uk": "uk_UA",
+    "cs": "cs_CZ",
+    "da": "da_DK",
+    "el": "el_GR",
+    "ar": "ar",
+    "he": "he_IL",
+    "fa": "fa_IR",
+    "vi": "vi_VN",
+    "ja": "ja_JP",
+    "zh": "zh_CN",
+}
+
+
+def generated(per_language: int = 20, chars: int = 2800) -> list[tuple[str, str, str]]:
+    try:
+        from faker import Faker
+    except ImportError:
+        print("(Faker is not installed: the 17 generated languages are left out)")
+        return []
+    texts = []
+    for lang, locale in FAKER_LOCALES.items():
+        fake = Faker(locale if locale != "ar" else "ar_AA")
+        fake.seed_instance(16)
+        for _ in range(per_language):
+            texts.append((lang, fake.sentence(nb_words=8), fake.text(max_nb_chars=chars)))
+    return texts
 
 
 def labelled(devset: Path) -> list[tuple[str, str, str]]:
@@ -44,7 +82,7 @@ def main() -> None:
     default = Path(__file__).resolve().parent.parent.parent / "shared/devsets"
     parser.add_argument("--devset", type=Path, default=default / "readability-pages.jsonl.gz")
     args = parser.parse_args()
-    texts = labelled(args.devset)
+    texts = labelled(args.devset) + generated()
     counts = Counter(lang for lang, _, _ in texts)
     print(f"{len(texts)} texts: {dict(counts.most_common())}")
     detect_language("Warm-up", texts[0][2])  # loads langdetect's profiles

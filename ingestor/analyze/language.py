@@ -142,7 +142,7 @@ def detect_language(
     text: str,
     hints: Sequence[str | None] = (),
     detector: str = "langdetect",
-    max_chars: int = 300,
+    max_chars: int = 400,
 ) -> LanguageResult:
     sample = f"{title}\n{text}".strip()[:max_chars]
     letters = len(_LETTER.findall(sample))
