@@ -79,7 +79,7 @@ async def test_three_daemons_share_the_work_and_survive_a_kill_9(tmp_path, serve
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         )
         assert f':{daemons[1].pid}"}} 1' in metrics  # ingestor_instance_info{instance=host:pid}
-        assert 'ingestor_state_round_trips_total{kind="commit_article"}' in metrics
+        assert 'ingestor_state_round_trips_total{kind="claim_due_feeds"}' in metrics
         for daemon in daemons[1:]:
             daemon.send_signal(signal.SIGTERM)
         for daemon in daemons[1:]:
