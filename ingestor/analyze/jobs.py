@@ -36,8 +36,11 @@ class ArticleJob:
     use_json_ld: bool = True
     fast: bool = False
     extensive_date_search: bool = False
+    # trafilatura's metadata pass (its date finding above all); without it the page's
+    # head tags give the metadata. Wanted when the feed does not date the entry.
+    page_metadata: bool = True
     detector: str = "langdetect"
-    max_language_chars: int = 1000
+    max_language_chars: int = 400
     num_perm: int = 128
     threshold: float = 0.5
 
@@ -49,7 +52,7 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     html = decode_document(job.page, job.charset)[0] if job.page else ""
     if html:
         page_text, json_ld_text, meta = extract_page(
-            html, job.url, job.fast, job.extensive_date_search
+            html, job.url, job.fast, job.extensive_date_search, job.page_metadata
         )
     else:
         page_text, json_ld_text, meta = "", None, PageMetadata()

@@ -210,6 +210,8 @@ class ArticleWorker(UsesParts):
             use_json_ld=extraction.use_json_ld,
             fast=extraction.fast,
             extensive_date_search=extraction.extensive_date_search,
+            # The feed's date wins over the page's: without one, trafilatura finds it.
+            page_metadata=entry.published is None and entry.updated is None,
             detector=self.config.language.detector,
             max_language_chars=self.config.language.max_chars,
             num_perm=self.config.dedup.num_perm,
