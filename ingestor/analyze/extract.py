@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from ingestor.analyze.headmeta import first_heading, scan_head
+from ingestor.analyze.headmeta import first_heading, html_lang, parse_date, scan_head
 from ingestor.core.analysis import Body, PageMetadata
 from ingestor.core.cleaning import clean_line, clean_text
 from ingestor.parse.text import html_to_text
@@ -23,7 +22,6 @@ _JSON_LD = re.compile(
     r"<script[^>]*type\s*=\s*[\"']?application/ld\+json[\"']?[^>]*>(.*?)</script>",
     re.IGNORECASE | re.DOTALL,
 )
-_HTML_LANG = re.compile(r"<html[^>]*?\blang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
 _ARTICLE_TYPES = frozenset(
     {
         "article",
@@ -80,11 +78,10 @@ def extract_page(
             "url": url,
         },
     )
-    lang_match = _HTML_LANG.search(html[:20_000])
-    html_lang = lang_match.group(1).lower() if lang_match else None
+    lang = html_lang(html)
     json_ld_body = json_ld_article_body(html)
     if document is None:
-        return "", json_ld_body, PageMetadata(html_lang=html_lang)
+        return "", json_ld_body, PageMetadata(html_lang=lang)
     data = document.as_dict() if hasattr(document, "as_dict") else dict(document)
     title = clean_line(data.get("title"), 1000) or None
     text = _drop_leading_title(clean_text(data.get("text")), title)
@@ -94,7 +91,7 @@ def extract_page(
         PageMetadata(
             title=title,
             authors=_split_authors(data.get("author")),
-            date=_parse_date(data.get("date")),
+            date=parse_date(data.get("date")),
             site_name=clean_line(data.get("sitename"), 300) or None,
             image=clean_line(data.get("image"), 2000) or None,
             tags=tuple(
@@ -105,7 +102,7 @@ def extract_page(
                 )
             ),
             canonical_url=clean_line(data.get("url"), 4000) or None,
-            html_lang=html_lang,
+            html_lang=lang,
         ),
     )
 
@@ -208,12 +205,3 @@ def _split_authors(value: Any) -> tuple[str, ...]:
     if not isinstance(value, str):
         return ()
     return tuple(dict.fromkeys(a for a in (clean_line(p, 200) for p in value.split(";")) if a))
-
-
-def _parse_date(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    except ValueError:
-        return None

@@ -72,19 +72,24 @@ def scan_head(page: str) -> PageMetadata:
     tags = metas.get("article:tag", []) + [
         t for k in metas.get("keywords", []) for t in k.split(",")
     ]
-    lang = _HTML_LANG.search(page[:20_000])
     return PageMetadata(
         title=clean_line(title, 1000) or None,
         authors=tuple(
             dict.fromkeys(clean_line(a, 200) for a in authors if clean_line(a) and "://" not in a)
         ),
-        date=_date(first(*_DATE_KEYS)),
+        date=parse_date(first(*_DATE_KEYS)),
         site_name=clean_line(first("og:site_name", "application-name"), 300) or None,
         image=clean_line(first("og:image", "og:image:url", "twitter:image"), 2000) or None,
         tags=tuple(dict.fromkeys(clean_line(t, 200) for t in tags if clean_line(t))),
         canonical_url=clean_line(canonical or first("og:url"), 4000) or None,
-        html_lang=lang.group(1).lower() if lang else None,
+        html_lang=html_lang(page),
     )
+
+
+def html_lang(page: str) -> str | None:
+    """The primary subtag of `<html lang>`, lower-case."""
+    match = _HTML_LANG.search(page[:20_000])
+    return match.group(1).lower() if match else None
 
 
 def first_heading(page: str) -> str | None:
@@ -95,8 +100,9 @@ def first_heading(page: str) -> str | None:
     return clean_line(html.unescape(_MARKUP.sub(" ", match.group(1)))) or None
 
 
-def _date(value: str | None) -> datetime | None:
-    if not value:
+def parse_date(value: object) -> datetime | None:
+    """An ISO 8601 date or time as UTC (a time without offset is taken as UTC)."""
+    if not isinstance(value, str) or not value:
         return None
     text = value.strip().replace("Z", "+00:00")
     try:
