@@ -35,6 +35,7 @@ from tests.pgcluster import Cluster, find_bin_dir, running_cluster
 
 Daemon = tuple[Path, "subprocess.Popen[bytes]"]
 
+POLL_CALLS = ("claim_feeds", "claim_due_feeds", "commit_poll", "release_feeds")
 ARTICLE_CALLS = (
     "claim_articles",
     "prepare_article",
@@ -120,7 +121,7 @@ def configure(work: Path, feeds: list[str], backend: Backend, schedule: str) -> 
     text = config.read_text().replace("schedule:\n  interval: 15m\n", schedule)
     if backend.url is not None:
         text = re.sub(r"state:\n  path: .*\n", f"state:\n  url: {backend.url}\n", text)
-    config.write_text(text + "")
+    config.write_text(text)
     return config
 
 
@@ -178,7 +179,7 @@ def stop(daemons: list[Daemon]) -> None:
 
 
 def measure(
-    backend: Backend, work: Path, config: Path, done: Callable[[], bool], port: int
+    backend: Backend, config: Path, done: Callable[[], bool], port: int
 ) -> dict[str, float]:
     daemons = start_daemons(config, backend.instances, port)
     try:
@@ -195,6 +196,15 @@ def measure(
     finally:
         stop(daemons)
     return {"cpu": cpu, "finished": finished, **{f"rt:{k}": v for k, v in trips.items()}}
+
+
+def round_trips(figures: dict[str, float], calls: tuple[str, ...] | None = None) -> float:
+    """Round trips summed over these store calls (all of them without `calls`)."""
+    return sum(
+        count
+        for key, count in figures.items()
+        if key.startswith("rt:") and (calls is None or key[3:] in calls)
+    )
 
 
 def backends(cluster: Cluster, counts: list[int]) -> list[Backend]:
@@ -241,7 +251,6 @@ def polls(args: argparse.Namespace, root: Path, cluster: Cluster) -> list[str]:
         with FarmServer(replace(spec, port=port)):
             figures = measure(
                 backend,
-                work,
                 config,
                 lambda p=progress, s=since: p.polled_since(s)[0] >= args.poll_feeds,
                 9300,
@@ -250,12 +259,7 @@ def polls(args: argparse.Namespace, root: Path, cluster: Cluster) -> list[str]:
         # Until every feed was polled once (a faulted feed's poll after its Retry-After
         # counts as a second poll, not as the end of the pass).
         rate = count / max(figures["finished"] - first, 1e-6)
-        trips = sum(
-            v
-            for k, v in figures.items()
-            if k.startswith("rt:")
-            and k[3:] in ("claim_feeds", "claim_due_feeds", "commit_poll", "release_feeds")
-        )
+        trips = round_trips(figures, POLL_CALLS)
         base_rate = base_rate or rate
         lines.append(
             f"| {backend.name.split()[0]} | {backend.instances} | {rate:.0f} | "
@@ -289,15 +293,14 @@ def articles(args: argparse.Namespace, root: Path, cluster: Cluster) -> list[str
             progress = Progress(backend, work)
             figures = measure(
                 backend,
-                work,
                 config,
                 lambda p=progress: p.settled(args.feeds),
                 9400,
             )
             count, first, last = progress.written()
             rate = count / max(last - first, 1e-6)
-            article_trips = sum(figures.get(f"rt:{c}", 0.0) for c in ARTICLE_CALLS)
-            all_trips = sum(v for k, v in figures.items() if k.startswith("rt:"))
+            article_trips = round_trips(figures, ARTICLE_CALLS)
+            all_trips = round_trips(figures)
             lines.append(
                 f"| {backend.name.split()[0]} | {backend.instances} | {rate:.1f} | "
                 f"{figures['cpu'] / count * 1000:.1f} ms | {article_trips / count:.2f} | "
