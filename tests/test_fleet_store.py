@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from ingestor.core.state import ArticleLookup, DedupQuery, FeedState, PollCommit
+from ingestor.core.state import ArticleLookup, DedupQuery, FeedState, ItemRetry, PollCommit
 from ingestor.store.postgres import PostgresStateStore
 from tests.test_store_contract import _items
 
@@ -142,3 +142,24 @@ async def test_the_shared_schedule_gives_each_due_feed_to_one_instance(fleet):
     await a._give_back(["h0:80"])
     # (B's own f1 and f3 are being polled by B: not handed out again, to B either.)
     assert list(await b.claim_due_feeds(time.time(), 10)) == ["f2"]
+
+
+async def test_a_host_handed_over_keeps_the_pause_its_last_holder_was_told(fleet):
+    # A 429 with Retry-After reaches only the instance that made the request; when it gives
+    # the host back, the next holder must wait out the same pause, for articles and feeds.
+    a, b = await fleet("a"), await fleet("b")
+    now = time.time()
+    polled = FeedState(feed_id="f", next_due=now + 600)
+    await a.commit_poll(PollCommit(polled, _items("f", 2, "h:80", now)))
+    await a.register_feeds([("g", "h:80", now - 1)])  # a feed on that host, due now
+    claim = await a.claim_articles([("h:80", 1)], now, now + 30)
+    assert len(claim.items) == 1
+    pause_until = now + 120
+    a.watch_hosts(lambda host: pause_until if host == "h:80" else 0.0)
+    await a.reschedule_article(ItemRetry(claim.items[0].item_id, now, 0, "HTTP 429"))
+    await a._give_back(["h:80"])
+    later = time.time()
+    assert await b.frontier_hosts(later) == {"h:80": pause_until}
+    taken = await b.claim_articles([("h:80", 5)], later, later + 30)
+    assert taken.items == [] and taken.host_next == {"h:80": pause_until}
+    assert await b.claim_due_feeds(later, 10) == {}
