@@ -101,7 +101,7 @@ def test_analyze_article_in_the_worker_pool(worker_pool):
     assert analysis.body.method == "trafilatura"
     assert analysis.language.language == "fr"
     assert analysis.fingerprint.signature is not None
-    assert set(analysis.timings) == {"extract", "language", "fingerprint", "analyze_cpu"}
+    assert set(analysis.timings) == {"extract", "language", "fingerprint"}
 
 
 def _sleep_forever() -> None:

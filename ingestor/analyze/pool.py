@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import importlib.machinery
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -56,6 +58,18 @@ def keep_entry_script_out_of_workers() -> None:
         main.__spec__ = importlib.machinery.ModuleSpec("ingestor.__main__", None)
 
 
+def _stop_fork_server() -> None:
+    """Stop the fork server and wait for it once no pool uses it (its workers would die
+    with it): it has reaped the workers, so their CPU time, with its own, joins this
+    process's children's (getrusage), and no process outlives the pools. A later pool
+    starts a new server."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop()
+
+
 def default_workers() -> int:
     return max(
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
@@ -65,6 +79,9 @@ def default_workers() -> int:
 
 class WorkerPool:
     """An asyncio face on a pebble ProcessPool."""
+
+    # Pools open in this process: they share one fork server, stopped with the last.
+    _open = 0
 
     def __init__(self, workers: int = 0, task_timeout: float = 30.0) -> None:
         self.workers = workers or default_workers()
@@ -82,6 +99,8 @@ class WorkerPool:
         # pebble starts its processes at the first task: start them now, so that the fork
         # server's imports overlap with fetching the first feeds instead of following them.
         self._pool.schedule(_ready)
+        self._closed = False
+        WorkerPool._open += 1
 
     async def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         future = self._pool.schedule(function, args=args, timeout=timeout or self.task_timeout)
@@ -104,6 +123,11 @@ class WorkerPool:
     def close(self) -> None:
         self._pool.stop()
         self._pool.join(timeout=10)
+        if not self._closed:
+            self._closed = True
+            WorkerPool._open -= 1
+            if WorkerPool._open == 0:
+                _stop_fork_server()
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -44,4 +44,5 @@ class ArticleAnalysis:
     meta: PageMetadata
     language: LanguageResult
     fingerprint: Fingerprint
+    # CPU seconds in the worker by stage: extract, language, fingerprint.
     timings: dict[str, float] = field(default_factory=dict)

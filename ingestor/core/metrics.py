@@ -49,6 +49,14 @@ class Metrics:
     def observe(self, stage: str, seconds: float) -> None:
         self.stages[stage].observe(seconds)
 
+    def cpu(self, stage: str, seconds: float) -> None:
+        """CPU seconds spent in a stage, whichever process or thread spent them."""
+        self.counters[("stage_cpu_seconds", stage)] += seconds
+
+    def set_cpu(self, stage: str, seconds: float) -> None:
+        """A stage's CPU read as a running total (a thread's or the workers')."""
+        self.counters[("stage_cpu_seconds", stage)] = seconds
+
     def stage_summary(self) -> dict[str, tuple[int, float]]:
         """stage -> (count, total seconds)."""
         return {name: (h.count, h.total) for name, h in sorted(self.stages.items())}
@@ -65,7 +73,8 @@ class Metrics:
             metric = f"ingestor_{name}_total"
             lines.append(f"# TYPE {metric} counter")
             for label, value in values:
-                labels = f'{{kind="{_escape(label)}"}}' if label else ""
+                key = "stage" if name == "stage_cpu_seconds" else "kind"
+                labels = f'{{{key}="{_escape(label)}"}}' if label else ""
                 lines.append(f"{metric}{labels} {value:g}")
         for name, read in sorted(self.gauges.items()):
             lines.append(f"# TYPE ingestor_{name} gauge")

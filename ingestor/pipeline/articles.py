@@ -229,6 +229,7 @@ class ArticleWorker(UsesParts):
         self.metrics.observe("analyze_roundtrip", time.perf_counter() - started)
         for stage, seconds in analysis.timings.items():
             self.metrics.observe(stage, seconds)
+            self.metrics.cpu(stage, seconds)
         return analysis
 
     async def _url_duplicate(self, item: FrontierItem, record_id: str) -> Article:

@@ -159,6 +159,7 @@ class FeedPoller(UsesParts):
         try:
             parsed, parse_seconds = await self.pool.run(parse_feed_job, response.retrieved())
             self.metrics.observe("parse", parse_seconds)
+            self.metrics.cpu("parse", parse_seconds)
         except (ParseError, WorkerError) as exc:
             return await self._feed_failed(feed, state, exc)
         finally:

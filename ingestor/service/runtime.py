@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import resource
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from ingestor.analyze.pool import WorkerPool
@@ -14,12 +16,15 @@ from ingestor.pipeline.pipeline import Pipeline
 from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
 from ingestor.store.factory import instance_id, make_store
+from ingestor.store.protocol import StateStore
 
 
 @asynccontextmanager
 async def open_pipeline(config: Config, metrics: Metrics | None = None) -> AsyncIterator[Pipeline]:
     """State store and output checked first (fatal errors before any network traffic)."""
     store = make_store(config.state)
+    # Before this point the main process imported its modules and read the configuration.
+    startup_cpu, loop_started = time.process_time(), time.thread_time()
     if metrics is not None:
         metrics.instance = instance_id(config.state)
     if store.shared:
@@ -28,6 +33,9 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
     try:
         sink = FileSink(config.output.dir, config.output.pretty)
         sink.prepare()
+        if metrics is not None:
+            report = _cpu_report(metrics, store, sink, startup_cpu, loop_started)
+            metrics.collectors.append(report)
         pool = await asyncio.to_thread(
             WorkerPool, config.extraction.workers, config.extraction.timeout
         )
@@ -43,5 +51,25 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
                     await pipeline.stop(config.pipeline.shutdown_grace)
         finally:
             await asyncio.to_thread(pool.close)
+            if metrics is not None:
+                # The pool has reaped its workers and the fork server: their CPU is here.
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                metrics.set_cpu("workers_total", children.ru_utime + children.ru_stime)
     finally:
         await store.close()
+
+
+def _cpu_report(
+    metrics: Metrics, store: StateStore, sink: FileSink, startup: float, loop_started: float
+) -> Callable[[], Awaitable[None]]:
+    """CPU by stage in the main process, as running totals: start-up (imports,
+    configuration), the event loop's thread (HTTP, scheduling, dedup decisions, records to
+    JSON), the state thread and the writing threads. Worker stages are counted per job."""
+    metrics.set_cpu("main_startup", startup)
+
+    async def report() -> None:
+        metrics.set_cpu("main_loop", time.thread_time() - loop_started)
+        metrics.set_cpu("main_state_thread", store.thread_cpu_seconds)
+        metrics.set_cpu("main_write_thread", sink.thread_cpu_seconds)
+
+    return report

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +43,7 @@ class FileSink:
         self.directory = directory
         self.staging = directory / STAGING_DIR
         self.pretty = pretty
+        self.thread_cpu_seconds = 0.0  # CPU spent writing, in the writing threads
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str:
         if not record_id.isalnum():
@@ -79,6 +81,13 @@ class FileSink:
         await asyncio.to_thread(self._write_atomically, self.directory / location, data)
 
     def _write_atomically(self, target: Path, data: bytes) -> None:
+        started = time.thread_time()
+        try:
+            self._write_file(target, data)
+        finally:
+            self.thread_cpu_seconds += time.thread_time() - started
+
+    def _write_file(self, target: Path, data: bytes) -> None:
         tmp = self.staging / f".{target.stem}.{secrets.token_hex(4)}.tmp"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,7 @@ class PostgresConnection:
         self.round_trips = 0  # statements, BEGINs and COMMITs sent (the benchmark's count)
         # ...per store method (the name of the method that sent them).
         self.round_trips_by: Counter[str] = Counter()
+        self.thread_cpu_seconds = 0.0  # its calls run on the event loop: counted there
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,

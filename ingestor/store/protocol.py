@@ -38,6 +38,9 @@ class StateStore(Protocol):
     shared: bool
     round_trips: int  # calls that reached the database so far (for the benchmark)
     round_trips_by: Counter[str]  # the same per store method
+    # CPU spent in a thread of the store's own (SQLite's state thread); a store that works
+    # on the event loop (PostgreSQL) counts none here.
+    thread_cpu_seconds: float
 
     async def open(self) -> None: ...
 

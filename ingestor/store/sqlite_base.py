@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ class SQLiteConnection:
         self._has_frontier = True
         self.round_trips = 0  # calls into the state thread (the benchmark's count)
         self.round_trips_by: Counter[str] = Counter()  # ...per store method
+        self.thread_cpu_seconds = 0.0  # CPU the state thread spent in calls
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -153,7 +155,14 @@ class SQLiteConnection:
         self.round_trips += 1
         self.round_trips_by[sys._getframe(1).f_code.co_name] += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        return await loop.run_in_executor(self._executor, self._timed, function, args)
+
+    def _timed(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        started = time.thread_time()
+        try:
+            return function(*args)
+        finally:
+            self.thread_cpu_seconds += time.thread_time() - started
 
     @property
     def conn(self) -> sqlite3.Connection:
