@@ -3,8 +3,11 @@ each test runs against each backend the `backend` fixture knows."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 from ingestor.core import frontier
@@ -18,8 +21,10 @@ from ingestor.core.state import (
     HostWait,
     ItemRetry,
     PollCommit,
+    Settlement,
 )
 from ingestor.core.urls import TrackingParams
+from ingestor.errors import SinkError
 from ingestor.store.postgres import PostgresStateStore
 from ingestor.store.protocol import StateStore
 from ingestor.store.sqlite import SQLiteStateStore
@@ -245,3 +250,102 @@ async def test_the_schedule_hands_out_due_feeds_earliest_first(store):
     due = await store.claim_due_feeds(NOW, 5)
     assert list(due) == ["early", "late"] and due["early"].next_due == NOW - 20
     await store.release_feeds(["early", "late"], NOW + 50)
+
+
+class RecordedFiles:
+    """RecordFiles that keep files in memory and note, at each sync, which records the
+    state already calls done (read through a connection of its own)."""
+
+    def __init__(self, done_now, fail_on: str = "") -> None:
+        self.done_now = done_now
+        self.fail_on = fail_on
+        self.files: dict[str, bytes] = {}
+        self.unsynced: list[str] = []
+        self.synced: list[list[str]] = []
+        self.done_at_sync: list[set[str]] = []
+
+    def put(self, data: bytes, location: str) -> None:
+        if location == self.fail_on:
+            raise SinkError(f"cannot write record {location}: disk full")
+        self.files[location] = data
+        self.unsynced.append(location)
+
+    def sync(self) -> None:
+        self.done_at_sync.append(self.done_now())
+        self.synced.append(self.unsynced)
+        self.unsynced = []
+
+
+def _done_reader(backend):
+    if backend.kind == "sqlite":
+
+        def done_now() -> set[str]:
+            conn = sqlite3.connect(backend.tmp_path / "state.db")
+            try:
+                return {r[0] for r in conn.execute("SELECT record_id FROM records WHERE done")}
+            finally:
+                conn.close()
+
+        return done_now
+
+    def done_pg() -> set[str]:
+        with psycopg.connect(backend.url) as conn:
+            return {r[0] for r in conn.execute("SELECT record_id FROM records WHERE done")}
+
+    return done_pg
+
+
+def _write_decision(item, rid: str, body: str):
+    """A decide function like the pipeline's: a copied body is dropped (its reservation
+    released), any other is written."""
+
+    def decide(prep):
+        key = item.entry.key
+        if prep.exact is not None:
+            commit = ArticleCommit(
+                item.item_id, "f", key, NOW, seen_record_id=prep.exact, release_record=rid
+            )
+            return Settlement(commit, "dropped")
+        record = CommitItem(
+            rid, f"https://e.com/{rid}", f"sha256:{body}", "f", key, "s1", None, [], NOW
+        )
+        commit = ArticleCommit(item.item_id, "f", key, NOW, record=record)
+        return Settlement(commit, "written", output=(rid.encode(), prep.location))
+
+    return decide
+
+
+async def test_articles_settled_together_see_each_other_and_their_files_come_first(backend, store):
+    await store.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 4)))
+    items = (await store.claim_articles([("h:80", 4)], NOW, NOW + 60)).items
+    files = RecordedFiles(_done_reader(backend), fail_on="loc/r3.json")
+    bodies = ["one", "one", "two", "three"]  # the second copies the first
+    trips = store.round_trips
+    results = await asyncio.gather(
+        *(
+            store.settle_article(
+                _lookup(f"r{n}", body, [n]), _write_decision(item, f"r{n}", body), files
+            )
+            for n, (item, body) in enumerate(zip(items, bodies, strict=True))
+        ),
+        return_exceptions=True,
+    )
+    assert [getattr(r, "outcome", type(r).__name__) for r in results] == [
+        "written",
+        "dropped",
+        "written",
+        "SinkError",
+    ]
+    if backend.kind == "sqlite":  # one call into the state thread, one transaction
+        assert store.round_trips - trips == 1
+    # Each file was in place and synced while the state did not yet call it done.
+    assert sorted(files.files) == ["loc/r0.json", "loc/r2.json"]
+    assert sorted(loc for batch in files.synced for loc in batch) == sorted(files.files)
+    for batch, done in zip(files.synced, files.done_at_sync, strict=True):
+        assert not {loc.removeprefix("loc/").removesuffix(".json") for loc in batch} & done
+    assert _done_reader(backend)() == {"r0", "r2"}
+    # The failed one committed nothing: its item alone is still queued.
+    assert (await store.frontier_summary(NOW + 120)).size == 1
+    (again,) = (await store.claim_articles([("h:80", 4)], NOW + 120, NOW + 180)).items
+    assert again.entry.key == "k3"
+    assert await store.record_by_canonical("https://e.com/r1") is None

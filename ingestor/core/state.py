@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ingestor.core.frontier import FrontierItem, NewItem
 
@@ -164,6 +165,29 @@ class ArticleCommit:
     release_record: str | None = None  # a reservation never written (a dropped duplicate)
     failure: str | None = None  # why the page was not used (the record has the feed's text)
     failed_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How an article ends, decided from its ArticlePrep inside the store's transaction:
+    what the state records and, when a record is written, its file (JSON bytes and the
+    location). `outcome` and `duplicate_kind` are for the caller's counters."""
+
+    commit: ArticleCommit
+    outcome: str  # written | written_duplicate | url_duplicate | unchanged | dropped
+    output: tuple[bytes, str] | None = None
+    duplicate_kind: str | None = None
+    updated: bool = False
+
+
+class RecordFiles(Protocol):
+    """Where settle_article puts record files, from inside the store's transaction:
+    `put` makes one file durable under its final name, `sync` makes the names of all files
+    put since the last sync durable (a directory fsync each, shared by a batch)."""
+
+    def put(self, data: bytes, location: str) -> None: ...
+
+    def sync(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ process_item(item):                                         # called by the disp
         permanent failure -> carry on with the feed's own text
     analysis = extract + language + fingerprint in a worker process
     canonical = page's rel=canonical on the same site, else the final URL
-    under the dedup lock:
-        prep = store.prepare_article (reserve the location, dedup candidates)
-        verdict = exact body hash, else MinHash LSH candidates confirmed by similarity
-        near duplicate and mode drop -> entry seen, done
-        write the record atomically, then store.commit_article (record, entry, frontier)
+    store.settle_article, one transaction (SQLite: shared by the articles that finish
+    together):
+        prep = reserve the location, dedup candidates
+        decide: verdict = exact body hash, else MinHash LSH candidates confirmed by
+            similarity; near duplicate and mode drop -> entry seen, done
+        put the record file (durable), then commit (record, entry, frontier)
 """
 
 from __future__ import annotations
@@ -24,26 +25,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import urldefrag
 
 from ingestor.analyze.fingerprint import scheme_id
 from ingestor.analyze.jobs import ArticleJob, analyze_article
 from ingestor.config.model import FeedConfig
-from ingestor.core import frontier
+from ingestor.core import frontier, settle
 from ingestor.core.analysis import ArticleAnalysis
-from ingestor.core.assemble import build_record
-from ingestor.core.dedup import (
-    NOT_DUPLICATE,
-    DuplicateVerdict,
-    changed_substantially,
-    judge_duplicate,
-)
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.polling import article_request
+from ingestor.core.settle import ArticleFacts
 from ingestor.core.state import (
-    ArticleCommit,
     ArticleLookup,
-    CommitItem,
     DedupQuery,
     HostWait,
     ItemRetry,
@@ -73,7 +67,6 @@ class ArticleWorker(UsesParts):
         self.feeds: dict[str, FeedConfig] = {f.feed_id: f for f in config.feeds}
         self.scheme = scheme_id(config.dedup.num_perm, config.dedup.threshold)
         self._inflight: dict[str, asyncio.Event] = {}
-        self._dedup_lock = asyncio.Lock()
 
     @property
     def dispatcher(self) -> ArticleDispatcher:
@@ -243,25 +236,9 @@ class ArticleWorker(UsesParts):
         item: FrontierItem,
         *,
         seen: str | None = None,
-        record: CommitItem | None = None,
-        release: str | None = None,
         failure: str | None = None,
     ) -> None:
-        entry = item.entry
-        await self.store.commit_article(
-            ArticleCommit(
-                item_id=item.item_id,
-                feed_id=item.feed_id,
-                entry_key=entry.key,
-                committed_at=time.time(),
-                record=record,
-                seen_record_id=seen,
-                entry_updated=entry.updated.timestamp() if entry.updated else None,
-                release_record=release,
-                failure=failure,
-                failed_url=entry.link if failure else None,
-            )
-        )
+        await self.store.commit_article(settle.article_commit(item, seen=seen, failure=failure))
 
     @contextlib.asynccontextmanager
     async def _claim(self, canonical: str) -> AsyncIterator[bool]:
@@ -299,82 +276,46 @@ class ArticleWorker(UsesParts):
         rid = record_id(canonical)
         prints = analysis.fingerprint
         dedup = self.config.dedup
-        async with self._dedup_lock:
-            now = datetime.now(UTC)
-            started = time.perf_counter()
-            bands = prints.band_keys if prints.signature is not None else ()
-            query = DedupQuery(
-                prints.content_hash,
-                self.scheme,
-                bands,
-                now.timestamp() - dedup.window,
-                prints.signature,
-            )
-            prep = await self.store.prepare_article(
-                ArticleLookup(
-                    rid,
-                    canonical,
-                    self.sink.location_for(rid, now),
-                    now.timestamp(),
-                    query if analysis.body.text else None,
-                    want_signature=item.is_update,
-                )
-            )
-            existing = prep.existing
-            updated_at: datetime | None = None
-            if existing is not None and existing.done:
-                if not item.is_update:
-                    # The page's rel=canonical named an article written already.
-                    return await self._url_duplicate(item, rid)
-                if existing.content_hash == prints.content_hash or not changed_substantially(
-                    prep.old_signature, prints.signature, dedup.update_threshold
-                ):
-                    await self._finish(item, seen=rid)
-                    return Article.UNCHANGED
-                updated_at = now
-            verdict: DuplicateVerdict = NOT_DUPLICATE
-            if analysis.body.text:
-                verdict = judge_duplicate(
-                    prep.exact, prints.signature, prep.candidates, dedup.threshold
-                )
-            self.metrics.observe("dedup", time.perf_counter() - started)
-            if verdict.is_duplicate:
-                self.metrics.inc("duplicates", verdict.kind or "")
-                if verdict.kind == "near" and dedup.near_duplicates == "drop":
-                    release = rid if existing is None else None
-                    await self._finish(
-                        item, seen=verdict.duplicate_of, release=release, failure=failure
-                    )
-                    return Article.DROPPED
-            started = time.perf_counter()
-            record = build_record(
-                record_id=rid,
-                url=url,
-                canonical_url=canonical,
-                feed=feed,
-                feed_title=item.feed_title,
-                entry=item.entry,
-                analysis=analysis,
-                verdict=verdict,
-                fetched_at=now,
-                updated_at=updated_at,
-            )
-            # The file is safely in place before the state says "done": a crash between the
-            # two redoes the item, which rewrites the same file under the same id.
-            await self.sink.write(record, prep.location)
-            commit = CommitItem(
-                record_id=rid,
-                canonical_url=canonical,
-                content_hash=prints.content_hash,
-                feed_id=feed.feed_id,
-                entry_key=item.entry.key,
-                scheme=self.scheme,
-                signature=prints.signature,
-                band_keys=prints.band_keys,
-                committed_at=now.timestamp(),
-                entry_updated=item.entry.updated.timestamp() if item.entry.updated else None,
-            )
-            await self._finish(item, record=commit, failure=failure)
-            self.metrics.observe("write", time.perf_counter() - started)
-        self.metrics.inc("articles_updated" if updated_at else "articles_written")
-        return Article.WRITTEN_DUPLICATE if verdict.is_duplicate else Article.WRITTEN
+        now = datetime.now(UTC)
+        bands = prints.band_keys if prints.signature is not None else ()
+        query = DedupQuery(
+            prints.content_hash,
+            self.scheme,
+            bands,
+            now.timestamp() - dedup.window,
+            prints.signature,
+        )
+        # The day the entry was queued names the directory: an item done again after a
+        # crash between its file and its commit rewrites the same file.
+        queued = datetime.fromtimestamp(item.enqueued_at, UTC)
+        lookup = ArticleLookup(
+            rid,
+            canonical,
+            self.sink.location_for(rid, queued),
+            now.timestamp(),
+            query if analysis.body.text else None,
+            want_signature=item.is_update,
+        )
+        decide = partial(
+            settle.decide_article,
+            ArticleFacts(feed, item, url, canonical, analysis, failure, now),
+            self.config.dedup,
+            self.scheme,
+            self.sink.encode,
+        )
+        started = time.perf_counter()
+        settlement = await self.store.settle_article(lookup, decide, self.sink)
+        self.metrics.observe("settle", time.perf_counter() - started)
+        if settlement.outcome == "url_duplicate":
+            self.metrics.inc("duplicates", "url")
+            return Article.DUPLICATE
+        if settlement.outcome == "unchanged":
+            return Article.UNCHANGED
+        if settlement.duplicate_kind is not None:
+            self.metrics.inc("duplicates", settlement.duplicate_kind)
+        if settlement.outcome == "dropped":
+            return Article.DROPPED
+        self.metrics.inc("articles_updated" if settlement.updated else "articles_written")
+        if settlement.outcome == "written_duplicate":
+            return Article.WRITTEN_DUPLICATE
+        return Article.WRITTEN

@@ -23,6 +23,17 @@ class OutputSink(Protocol):
 
     async def write(self, record: Record, location: str) -> None: ...
 
+    def encode(self, record: Record) -> bytes:
+        """The record as this sink stores it."""
+        ...
+
+    def put(self, data: bytes, location: str) -> None:
+        """Write one record's bytes durably under `location` (called from the state
+        store's transaction, in its thread); `sync` makes the new names durable."""
+        ...
+
+    def sync(self) -> None: ...
+
     def prepare(self) -> None:
         """Called once at start: fail early if unusable, clean what a crash left."""
         ...
@@ -44,6 +55,9 @@ class FileSink:
         self.staging = directory / STAGING_DIR
         self.pretty = pretty
         self.thread_cpu_seconds = 0.0  # CPU spent writing, in the writing threads
+        # Directories that got a new name since the last sync (put and sync are called from
+        # one thread, the state store's).
+        self._unsynced: set[Path] = set()
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str:
         if not record_id.isalnum():
@@ -80,6 +94,32 @@ class FileSink:
         data = record.to_json(self.pretty) + b"\n"
         await asyncio.to_thread(self._write_atomically, self.directory / location, data)
 
+    def encode(self, record: Record) -> bytes:
+        return record.to_json(self.pretty) + b"\n"
+
+    def put(self, data: bytes, location: str) -> None:
+        started = time.thread_time()
+        try:
+            target = self.directory / location
+            self._write_file(target, data, sync_directory=False)
+            self._unsynced.add(target.parent)
+        finally:
+            self.thread_cpu_seconds += time.thread_time() - started
+
+    def sync(self) -> None:
+        started = time.thread_time()
+        try:
+            while self._unsynced:
+                directory = self._unsynced.pop()
+                try:
+                    _fsync_directory(directory)
+                except OSError as exc:
+                    raise SinkError(
+                        f"cannot sync output directory {directory}: {exc.strerror or exc}"
+                    ) from None
+        finally:
+            self.thread_cpu_seconds += time.thread_time() - started
+
     def _write_atomically(self, target: Path, data: bytes) -> None:
         started = time.thread_time()
         try:
@@ -87,7 +127,7 @@ class FileSink:
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
 
-    def _write_file(self, target: Path, data: bytes) -> None:
+    def _write_file(self, target: Path, data: bytes, sync_directory: bool = True) -> None:
         tmp = self.staging / f".{target.stem}.{secrets.token_hex(4)}.tmp"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +141,8 @@ class FileSink:
             finally:
                 os.close(fd)
             os.replace(tmp, target)
-            _fsync_directory(target.parent)
+            if sync_directory:
+                _fsync_directory(target.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -4,8 +4,9 @@ sharing (leases, host leases, heartbeat) is in postgres_base and postgres_fronti
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
@@ -16,7 +17,9 @@ from ingestor.core.state import (
     DedupQuery,
     FeedState,
     NearCandidate,
+    RecordFiles,
     RecordRef,
+    Settlement,
 )
 from ingestor.store.postgres_frontier import PostgresFrontier
 from ingestor.store.postgres_sql import (
@@ -25,6 +28,12 @@ from ingestor.store.postgres_sql import (
     write_record,
 )
 from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, record_ref
+
+
+def _put_durably(files: RecordFiles, output: tuple[bytes, str]) -> None:
+    files.put(*output)
+    files.sync()
+
 
 SAVE_FEED_KEEPING_LEASE = (
     "INSERT INTO feeds (feed_id, data, next_due) VALUES (%s, %s, %s) ON CONFLICT (feed_id) "
@@ -40,6 +49,22 @@ NEAR_CANDIDATES = (
 
 
 class PostgresStateStore(PostgresFrontier):
+    async def settle_article(
+        self,
+        lookup: ArticleLookup,
+        decide: Callable[[ArticlePrep], Settlement],
+        files: RecordFiles,
+    ) -> Settlement:
+        """prepare, decide, put the file, commit: two round trips, as the database's own
+        functions (ingestor_prepare_article, ingestor_commit_article) keep racing instances
+        apart; within this one a lock keeps articles in order, as SQLite's thread does."""
+        async with self._settle_lock:
+            settlement = decide(await self.prepare_article(lookup))
+            if settlement.output is not None:
+                await asyncio.to_thread(_put_durably, files, settlement.output)
+            await self.commit_article(settlement.commit)
+            return settlement
+
     async def load_feeds(self) -> dict[str, FeedState]:
         rows = await self._fetch("SELECT data FROM feeds")
         states = (feed_from_json(row[0]) for row in rows)

@@ -77,6 +77,7 @@ class PostgresConnection:
         # ...per store method (the name of the method that sent them).
         self.round_trips_by: Counter[str] = Counter()
         self.thread_cpu_seconds = 0.0  # its calls run on the event loop: counted there
+        self._settle_lock = asyncio.Lock()
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,

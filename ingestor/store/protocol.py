@@ -19,7 +19,9 @@ from ingestor.core.state import (
     ItemRetry,
     NearCandidate,
     PollCommit,
+    RecordFiles,
     RecordRef,
+    Settlement,
 )
 
 
@@ -27,8 +29,8 @@ class StateStore(Protocol):
     """Persistent state. Every method is safe to call concurrently from one event loop.
 
     The frontier methods are coarse on purpose, each one transaction: `claim_feeds` and
-    `commit_poll` once per poll, `claim_articles` once per dispatch round, `prepare_article`
-    and `commit_article` (or `reschedule_article`) once per article.
+    `commit_poll` once per poll, `claim_articles` once per dispatch round, `settle_article`
+    (or `commit_article`, `reschedule_article`) once per article.
 
     `shared`: other instances use the same state (PostgreSQL). Then claims are leases
     that lapse unless renewed, other instances' work appears in the frontier, and hosts
@@ -133,6 +135,20 @@ class StateStore(Protocol):
         ...
 
     async def commit_article(self, commit: ArticleCommit) -> None: ...
+
+    async def settle_article(
+        self,
+        lookup: ArticleLookup,
+        decide: Callable[[ArticlePrep], Settlement],
+        files: RecordFiles,
+    ) -> Settlement:
+        """prepare_article, then `decide` (pure, from the ArticlePrep), then the record file
+        put through `files` (when the settlement has one), then commit_article, as one
+        transaction where the backend allows it (SQLite: one transaction and one call into
+        its thread, shared by the articles that arrive together). The file is durable
+        before the commit; after an exception from `decide` or `files` the item is not done
+        (PostgreSQL keeps the location reserved, as prepare_article alone does)."""
+        ...
 
     async def reschedule_article(self, retry: ItemRetry) -> None: ...
 

@@ -3,8 +3,11 @@ each one transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.state import (
@@ -18,6 +21,8 @@ from ingestor.core.state import (
     FrontierSummary,
     ItemRetry,
     PollCommit,
+    RecordFiles,
+    Settlement,
 )
 from ingestor.store.sqlite_base import SQLiteConnection
 from ingestor.store.sqlite_schema import (
@@ -36,10 +41,34 @@ from ingestor.store.sqlite_schema import (
     write_record,
 )
 
+_Settling = tuple[
+    ArticleLookup, Callable[[ArticlePrep], Settlement], RecordFiles, "asyncio.Future[Settlement]"
+]
+
+
+def _resolve(batch: list[_Settling], task: asyncio.Future[list[object]]) -> None:
+    if task.cancelled():
+        for *_rest, future in batch:
+            future.cancel()
+        return
+    error = task.exception()
+    outcomes = task.result() if error is None else [error] * len(batch)
+    for (*_rest, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]
+
 
 class SQLiteFrontier(SQLiteConnection):
     # One process owns the file (its lock): every claim succeeds and nothing is leased out.
     shared = False
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        super().__init__(path, read_only)
+        self._settling: list[_Settling] = []
 
     async def claim_feeds(
         self, requests: Sequence[tuple[str, str]], now: float, force: bool = False
@@ -165,77 +194,124 @@ class SQLiteFrontier(SQLiteConnection):
         return await self._run(self._transaction, claim)
 
     async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
+        return await self._run(self._transaction, lambda conn: self._prepare(conn, lookup))
+
+    def _prepare(self, conn: sqlite3.Connection, lookup: ArticleLookup) -> ArticlePrep:
         record_id, canonical_url, location = lookup.record_id, lookup.canonical_url, lookup.location
         now, dedup, want_signature = lookup.now, lookup.dedup, lookup.want_signature
-
-        def prepare(conn: sqlite3.Connection) -> ArticlePrep:
-            row = conn.execute(RECORD_BY + "record_id = ?", (record_id,)).fetchone()
-            existing = record_ref(row) if row else None
-            if existing is None:
-                conn.execute(
-                    "INSERT INTO records (record_id, canonical_url, location, done, "
-                    "first_ingested) VALUES (?, ?, ?, 0, ?)",
-                    (record_id, canonical_url, location, now),
-                )
-            old_signature = None
-            if want_signature and existing is not None:
-                found = conn.execute(
-                    "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
-                ).fetchone()
-                old_signature = bytes(found[0]) if found else None
-            exact, candidates = None, []
-            if dedup is not None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO content_claims VALUES (?, ?)",
-                    (dedup.content_hash, record_id),
-                )
-                exact = self._find_exact(dedup.content_hash, record_id)
-                if exact is None:
-                    candidates = self._near_candidates(
-                        dedup.scheme, dedup.band_keys, dedup.since, record_id
-                    )
-                if dedup.signature is not None and (existing is None or not existing.done):
-                    # Claimed before the file is written, as in the PostgreSQL store.
-                    register_fingerprint(
-                        conn, record_id, dedup.scheme, dedup.signature, dedup.band_keys, now
-                    )
-            return ArticlePrep(
-                location if existing is None else existing.location,
-                existing,
-                exact,
-                candidates,
-                old_signature,
+        row = conn.execute(RECORD_BY + "record_id = ?", (record_id,)).fetchone()
+        existing = record_ref(row) if row else None
+        if existing is None:
+            conn.execute(
+                "INSERT INTO records (record_id, canonical_url, location, done, "
+                "first_ingested) VALUES (?, ?, ?, 0, ?)",
+                (record_id, canonical_url, location, now),
             )
-
-        return await self._run(self._transaction, prepare)
+        old_signature = None
+        if want_signature and existing is not None:
+            found = conn.execute(
+                "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            old_signature = bytes(found[0]) if found else None
+        exact, candidates = None, []
+        if dedup is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO content_claims VALUES (?, ?)",
+                (dedup.content_hash, record_id),
+            )
+            exact = self._find_exact(dedup.content_hash, record_id)
+            if exact is None:
+                candidates = self._near_candidates(
+                    dedup.scheme, dedup.band_keys, dedup.since, record_id
+                )
+            if dedup.signature is not None and (existing is None or not existing.done):
+                # Claimed before the file is written, as in the PostgreSQL store.
+                register_fingerprint(
+                    conn, record_id, dedup.scheme, dedup.signature, dedup.band_keys, now
+                )
+        return ArticlePrep(
+            location if existing is None else existing.location,
+            existing,
+            exact,
+            candidates,
+            old_signature,
+        )
 
     async def commit_article(self, commit: ArticleCommit) -> None:
+        await self._run(self._transaction, lambda conn: self._commit(conn, commit))
+
+    def _commit(self, conn: sqlite3.Connection, commit: ArticleCommit) -> None:
         record = commit.record
         record_id = record.record_id if record is not None else commit.seen_record_id
-
-        def save(conn: sqlite3.Connection) -> None:
-            if record is not None:
-                write_record(conn, record)
-            if commit.release_record is not None:
-                release_reservation(conn, commit.release_record)
+        if record is not None:
+            write_record(conn, record)
+        if commit.release_record is not None:
+            release_reservation(conn, commit.release_record)
+        conn.execute(
+            ENTRY_SEEN,
+            (
+                commit.feed_id,
+                commit.entry_key,
+                commit.committed_at,
+                record_id,
+                commit.entry_updated,
+            ),
+        )
+        conn.execute("DELETE FROM frontier WHERE item_id = ?", (commit.item_id,))
+        if commit.failure is not None:
             conn.execute(
-                ENTRY_SEEN,
-                (
-                    commit.feed_id,
-                    commit.entry_key,
-                    commit.committed_at,
-                    record_id,
-                    commit.entry_updated,
-                ),
+                "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
+                (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
             )
-            conn.execute("DELETE FROM frontier WHERE item_id = ?", (commit.item_id,))
-            if commit.failure is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
-                    (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
-                )
 
-        await self._run(self._transaction, save)
+    async def settle_article(
+        self,
+        lookup: ArticleLookup,
+        decide: Callable[[ArticlePrep], Settlement],
+        files: RecordFiles,
+    ) -> Settlement:
+        """Group commit: the articles that arrive while the state thread is busy go in its
+        next transaction together, each in a savepoint of its own (one that fails is rolled
+        back alone and its caller gets the error)."""
+        future: asyncio.Future[Settlement] = asyncio.get_running_loop().create_future()
+        self._settling.append((lookup, decide, files, future))
+        if len(self._settling) == 1:
+            asyncio.get_running_loop().call_soon(self._start_settling)
+        return await future
+
+    def _start_settling(self) -> None:
+        batch, self._settling = self._settling, []
+        task = asyncio.ensure_future(self._run(self._transaction, partial(self._settle, batch)))
+        task.add_done_callback(partial(_resolve, batch))
+
+    def _settle(self, batch: list[_Settling], conn: sqlite3.Connection) -> list[object]:
+        """The crash argument: a file is put (written, fsynced, renamed) before the
+        transaction that says it is done commits, and every new name is synced before that
+        commit too; a crash before the commit leaves files the state does not know, and
+        their items, still in the frontier, are done again under the same ids and
+        locations (the location comes from when the entry was queued), overwriting them."""
+        outcomes: list[object] = []
+        puts = set()
+        for lookup, decide, files, _future in batch:
+            conn.execute("SAVEPOINT settle")
+            try:
+                settlement = decide(self._prepare(conn, lookup))
+                if settlement.output is not None:
+                    files.put(*settlement.output)
+                    puts.add(id(files))
+                self._commit(conn, settlement.commit)
+            except Exception as exc:  # handed to this article's caller
+                conn.execute("ROLLBACK TO settle")
+                outcomes.append(exc)
+            else:
+                outcomes.append(settlement)
+            conn.execute("RELEASE settle")
+        synced = set()
+        for _lookup, _decide, files, _future in batch:
+            if id(files) in puts and id(files) not in synced:
+                files.sync()
+                synced.add(id(files))
+        return outcomes
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
         host_wait = retry.host_wait

@@ -1,0 +1,124 @@
+"""How a finished article ends, decided from plain data: what the store found for it (an
+ArticlePrep) and what the worker made of it. Pure: the store calls `decide_article` inside
+its transaction (no I/O, no counters here)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ingestor.config.model import DedupConfig, FeedConfig
+from ingestor.core.analysis import ArticleAnalysis
+from ingestor.core.assemble import build_record
+from ingestor.core.dedup import (
+    NOT_DUPLICATE,
+    DuplicateVerdict,
+    changed_substantially,
+    judge_duplicate,
+)
+from ingestor.core.frontier import FrontierItem
+from ingestor.core.record import Record
+from ingestor.core.state import ArticleCommit, ArticlePrep, CommitItem, Settlement
+from ingestor.core.urls import record_id
+
+
+@dataclass(frozen=True)
+class ArticleFacts:
+    """One analysed article, ready to be settled."""
+
+    feed: FeedConfig
+    item: FrontierItem
+    url: str
+    canonical: str
+    analysis: ArticleAnalysis
+    failure: str | None  # why the page was not used, if it was not
+    now: datetime
+
+
+def decide_article(
+    facts: ArticleFacts,
+    dedup: DedupConfig,
+    scheme: str,
+    encode: Callable[[Record], bytes],
+    prep: ArticlePrep,
+) -> Settlement:
+    item, analysis, now = facts.item, facts.analysis, facts.now
+    rid = record_id(facts.canonical)
+    prints = analysis.fingerprint
+    existing = prep.existing
+    updated_at: datetime | None = None
+    if existing is not None and existing.done:
+        if not item.is_update:
+            # The page's rel=canonical named an article written already.
+            return Settlement(article_commit(item, seen=rid), "url_duplicate")
+        if existing.content_hash == prints.content_hash or not changed_substantially(
+            prep.old_signature, prints.signature, dedup.update_threshold
+        ):
+            return Settlement(article_commit(item, seen=rid), "unchanged")
+        updated_at = now
+    verdict: DuplicateVerdict = NOT_DUPLICATE
+    if analysis.body.text:
+        verdict = judge_duplicate(prep.exact, prints.signature, prep.candidates, dedup.threshold)
+    kind = (verdict.kind or "") if verdict.is_duplicate else None
+    if verdict.is_duplicate and verdict.kind == "near" and dedup.near_duplicates == "drop":
+        release = rid if existing is None else None
+        commit = article_commit(
+            item, seen=verdict.duplicate_of, release=release, failure=facts.failure
+        )
+        return Settlement(commit, "dropped", duplicate_kind=kind)
+    record = build_record(
+        record_id=rid,
+        url=facts.url,
+        canonical_url=facts.canonical,
+        feed=facts.feed,
+        feed_title=item.feed_title,
+        entry=item.entry,
+        analysis=analysis,
+        verdict=verdict,
+        fetched_at=now,
+        updated_at=updated_at,
+    )
+    commit_item = CommitItem(
+        record_id=rid,
+        canonical_url=facts.canonical,
+        content_hash=prints.content_hash,
+        feed_id=facts.feed.feed_id,
+        entry_key=item.entry.key,
+        scheme=scheme,
+        signature=prints.signature,
+        band_keys=prints.band_keys,
+        committed_at=now.timestamp(),
+        entry_updated=item.entry.updated.timestamp() if item.entry.updated else None,
+    )
+    return Settlement(
+        article_commit(item, record=commit_item, failure=facts.failure),
+        "written_duplicate" if verdict.is_duplicate else "written",
+        output=(encode(record), prep.location),
+        duplicate_kind=kind,
+        updated=updated_at is not None,
+    )
+
+
+def article_commit(
+    item: FrontierItem,
+    *,
+    seen: str | None = None,
+    record: CommitItem | None = None,
+    release: str | None = None,
+    failure: str | None = None,
+) -> ArticleCommit:
+    entry = item.entry
+    return ArticleCommit(
+        item_id=item.item_id,
+        feed_id=item.feed_id,
+        entry_key=entry.key,
+        committed_at=time.time(),
+        record=record,
+        seen_record_id=seen,
+        entry_updated=entry.updated.timestamp() if entry.updated else None,
+        release_record=release,
+        failure=failure,
+        failed_url=entry.link if failure else None,
+    )
