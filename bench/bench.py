@@ -286,9 +286,9 @@ STAGE_NOTES = {
     "fingerprint": "hash and MinHash (workers)",
     "workers_other": "workers' and fork server's start-up, task loop, pickling",
     "main_startup": "main process: imports, configuration",
-    "main_loop": "main process, event loop: HTTP fetch, scheduling, dedup decisions, JSON",
-    "main_state_thread": "main process, state thread: SQLite",
-    "main_write_thread": "main process, writing threads: files, fsync",
+    "main_loop": "main process, event loop: HTTP fetch, scheduling, hand-offs",
+    "main_state_thread": "main process, state thread: SQLite, dedup decisions, records to JSON",
+    "main_write_thread": "main process: record files, fsync (in the state thread with SQLite)",
     "main_other": "main process, other threads (helpers, shutdown)",
 }
 
