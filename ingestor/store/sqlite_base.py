@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,29 @@ from ingestor.errors import StateError
 from ingestor.store.sqlite_schema import RECOVERY_HINT, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
+
+
+_GroupCall = tuple[
+    Callable[[sqlite3.Connection], Any], Callable[[], None] | None, "asyncio.Future[Any]"
+]
+
+
+def _run_group(group: list[_GroupCall], conn: sqlite3.Connection) -> list[object]:
+    outcomes: list[object] = []
+    hooks: list[Callable[[], None]] = []
+    for body, hook, _future in group:
+        conn.execute("SAVEPOINT grouped")
+        try:
+            outcomes.append(body(conn))
+        except Exception as exc:  # handed to this call's caller
+            conn.execute("ROLLBACK TO grouped")
+            outcomes.append(exc)
+        conn.execute("RELEASE grouped")
+        if hook is not None and hook not in hooks:
+            hooks.append(hook)
+    for hook in hooks:
+        hook()
+    return outcomes
 
 
 class SQLiteConnection:
@@ -37,6 +61,9 @@ class SQLiteConnection:
         self.round_trips = 0  # calls into the state thread (the benchmark's count)
         self.round_trips_by: Counter[str] = Counter()  # ...per store method
         self.thread_cpu_seconds = 0.0  # CPU the state thread spent in calls
+        # Group commit: calls waiting for the next shared transaction, and whether one runs.
+        self._group: list[_GroupCall] = []
+        self._group_running = False
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -163,6 +190,47 @@ class SQLiteConnection:
             return function(*args)
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
+
+    async def _grouped(
+        self,
+        body: Callable[[sqlite3.Connection], T],
+        before_commit: Callable[[], None] | None = None,
+    ) -> T:
+        """`body` in a transaction shared with the other grouped calls that arrive while
+        one is running (each in a savepoint: one that raises is rolled back alone, and its
+        caller gets the exception). `before_commit` hooks run once per transaction, after
+        every body and before COMMIT; if one raises, nothing of the group is committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._group.append((body, before_commit, future))
+        if not self._group_running:
+            # On the loop's next turn: the calls made in this turn join the group.
+            self._group_running = True
+            asyncio.get_running_loop().call_soon(self._start_group)
+        return await future  # type: ignore[no-any-return]
+
+    def _start_group(self) -> None:
+        group, self._group = self._group, []
+        task = asyncio.ensure_future(self._run(self._transaction, partial(_run_group, group)))
+        task.add_done_callback(partial(self._group_done, group))
+
+    def _group_done(self, group: list[_GroupCall], task: asyncio.Future[list[object]]) -> None:
+        if task.cancelled():
+            outcomes: list[object] = [asyncio.CancelledError()] * len(group)
+        elif (error := task.exception()) is not None:
+            outcomes = [error] * len(group)
+        else:
+            outcomes = task.result()
+        for (_body, _hook, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if self._group:
+            self._start_group()
+        else:
+            self._group_running = False
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -3,11 +3,8 @@ each one transaction."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from functools import partial
-from pathlib import Path
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.state import (
@@ -41,34 +38,10 @@ from ingestor.store.sqlite_schema import (
     write_record,
 )
 
-_Settling = tuple[
-    ArticleLookup, Callable[[ArticlePrep], Settlement], RecordFiles, "asyncio.Future[Settlement]"
-]
-
-
-def _resolve(batch: list[_Settling], task: asyncio.Future[list[object]]) -> None:
-    if task.cancelled():
-        for *_rest, future in batch:
-            future.cancel()
-        return
-    error = task.exception()
-    outcomes = task.result() if error is None else [error] * len(batch)
-    for (*_rest, future), outcome in zip(batch, outcomes, strict=True):
-        if future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)  # type: ignore[arg-type]
-
 
 class SQLiteFrontier(SQLiteConnection):
     # One process owns the file (its lock): every claim succeeds and nothing is leased out.
     shared = False
-
-    def __init__(self, path: Path, read_only: bool = False) -> None:
-        super().__init__(path, read_only)
-        self._settling: list[_Settling] = []
 
     async def claim_feeds(
         self, requests: Sequence[tuple[str, str]], now: float, force: bool = False
@@ -145,7 +118,7 @@ class SQLiteFrontier(SQLiteConnection):
                 wait = commit.host_wait
                 conn.execute(HOST_WAIT, (wait.host, wait.until, wait.reason))
 
-        await self._run(self._transaction, save)
+        await self._grouped(save)
 
     async def frontier_hosts(self, now: float) -> dict[str, float]:
         def lookup() -> dict[str, float]:
@@ -270,48 +243,23 @@ class SQLiteFrontier(SQLiteConnection):
         decide: Callable[[ArticlePrep], Settlement],
         files: RecordFiles,
     ) -> Settlement:
-        """Group commit: the articles that arrive while the state thread is busy go in its
-        next transaction together, each in a savepoint of its own (one that fails is rolled
-        back alone and its caller gets the error)."""
-        future: asyncio.Future[Settlement] = asyncio.get_running_loop().create_future()
-        self._settling.append((lookup, decide, files, future))
-        if len(self._settling) == 1:
-            asyncio.get_running_loop().call_soon(self._start_settling)
-        return await future
+        """Group commit: the articles (and polls) that arrive while the state thread is busy
+        share its next transaction.
 
-    def _start_settling(self) -> None:
-        batch, self._settling = self._settling, []
-        task = asyncio.ensure_future(self._run(self._transaction, partial(self._settle, batch)))
-        task.add_done_callback(partial(_resolve, batch))
-
-    def _settle(self, batch: list[_Settling], conn: sqlite3.Connection) -> list[object]:
-        """The crash argument: a file is put (written, fsynced, renamed) before the
-        transaction that says it is done commits, and every new name is synced before that
-        commit too; a crash before the commit leaves files the state does not know, and
-        their items, still in the frontier, are done again under the same ids and
+        The crash argument: a record file is put (written, fsynced, renamed) before the
+        transaction that says it is done commits, and `files.sync` makes its name durable
+        before that commit too; a crash before the commit leaves files the state does not
+        know, and their items, still in the frontier, are done again under the same ids and
         locations (the location comes from when the entry was queued), overwriting them."""
-        outcomes: list[object] = []
-        puts = set()
-        for lookup, decide, files, _future in batch:
-            conn.execute("SAVEPOINT settle")
-            try:
-                settlement = decide(self._prepare(conn, lookup))
-                if settlement.output is not None:
-                    files.put(*settlement.output)
-                    puts.add(id(files))
-                self._commit(conn, settlement.commit)
-            except Exception as exc:  # handed to this article's caller
-                conn.execute("ROLLBACK TO settle")
-                outcomes.append(exc)
-            else:
-                outcomes.append(settlement)
-            conn.execute("RELEASE settle")
-        synced = set()
-        for _lookup, _decide, files, _future in batch:
-            if id(files) in puts and id(files) not in synced:
-                files.sync()
-                synced.add(id(files))
-        return outcomes
+
+        def settle(conn: sqlite3.Connection) -> Settlement:
+            settlement = decide(self._prepare(conn, lookup))
+            if settlement.output is not None:
+                files.put(*settlement.output)
+            self._commit(conn, settlement.commit)
+            return settlement
+
+        return await self._grouped(settle, before_commit=files.sync)
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
         host_wait = retry.host_wait
