@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ingestor.config.model import DEFAULT_TRACKING_PARAMS
@@ -112,8 +113,10 @@ def same_site(a: str, b: str) -> bool:
     return host_a == host_b or host_a.endswith("." + host_b) or host_b.endswith("." + host_a)
 
 
+@lru_cache(maxsize=65_536)
 def host_key(url: str) -> str:
-    """The politeness key of a URL: host and port, lower-case."""
+    """The politeness key of a URL: host and port, lower-case (cached: a poll asks for it
+    three times, and a daemon polls the same URLs all day)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)

@@ -90,6 +90,7 @@ class Fetcher:
         self.limiter = limiter or HostLimiter(config.per_host_connections, config.per_host_delay)
         self.robots = RobotsCache(self._get_robots, config.user_agent)
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # by total time limit
         self._rng = random.Random()
 
     async def __aenter__(self) -> Fetcher:
@@ -259,11 +260,13 @@ class Fetcher:
         if self._session is None:
             raise RuntimeError("Fetcher is not open")
         total = options.timeout or self.config.total_timeout
-        timeout = aiohttp.ClientTimeout(
-            total=total,
-            connect=min(self.config.connect_timeout, total),
-            sock_read=min(self.config.read_timeout, total),
-        )
+        timeout = self._timeouts.get(total)
+        if timeout is None:
+            timeout = self._timeouts[total] = aiohttp.ClientTimeout(
+                total=total,
+                connect=min(self.config.connect_timeout, total),
+                sock_read=min(self.config.read_timeout, total),
+            )
         sent = {**dict(options.headers), **headers}
         if options.user_agent:
             sent["User-Agent"] = options.user_agent

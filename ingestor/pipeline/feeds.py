@@ -18,7 +18,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 from ingestor.analyze.jobs import parse_feed_job
 from ingestor.config.model import FeedConfig
@@ -27,7 +26,7 @@ from ingestor.core.dedup import new_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
 from ingestor.core.polling import feed_fingerprint, with_meta
-from ingestor.core.state import FeedState, HostWait, PollCommit
+from ingestor.core.state import FeedState, HostWait, PollCommit, evolve
 from ingestor.core.urls import host_key
 from ingestor.errors import (
     FetchError,
@@ -117,7 +116,7 @@ class FeedPoller(UsesParts):
                 feed.url,
                 state.disabled_reason,
             )
-            state = replace(state, disabled_reason=None, disabled_config=None, error_count=0)
+            state = evolve(state, disabled_reason=None, disabled_config=None, error_count=0)
         waiting = schedule.blocked_until(state, now, after_wait) if force else 0.0
         if waiting > now:
             # Only a server's Retry-After invites a poll right after it; a Cache-Control
@@ -138,7 +137,7 @@ class FeedPoller(UsesParts):
         finally:
             self.metrics.observe("fetch_feed", time.perf_counter() - started)
         state = self._note_redirect(feed, state, response)
-        state = replace(state, last_fetch_at=now, fresh_until=now + (response.max_age or 0.0))
+        state = evolve(state, last_fetch_at=now, fresh_until=now + (response.max_age or 0.0))
         if response.not_modified:
             self.metrics.inc("feeds_not_modified")
             return await self._feed_succeeded(
@@ -152,7 +151,7 @@ class FeedPoller(UsesParts):
             self.metrics.inc("feeds_unchanged")
             return await self._feed_succeeded(
                 feed,
-                replace(state, **validators),
+                evolve(state, **validators),
                 PollOutcome(feed.feed_id, PollStatus.UNCHANGED),
             )
         started = time.perf_counter()
@@ -173,7 +172,7 @@ class FeedPoller(UsesParts):
             for e in (x.published or x.updated for x in parsed.entries)
             if e is not None and e.timestamp() <= now + 86400
         ]
-        state = replace(
+        state = evolve(
             state,
             **validators,
             body_hash=body_hash,
@@ -210,7 +209,7 @@ class FeedPoller(UsesParts):
                 feed.url,
                 response.permanent_url,
             )
-            return replace(state, effective_url=response.permanent_url)
+            return evolve(state, effective_url=response.permanent_url)
         return state
 
     async def _commit_poll(
@@ -232,8 +231,8 @@ class FeedPoller(UsesParts):
         items: Sequence[NewItem] = (),
     ) -> PollOutcome:
         now = time.time()
-        state = replace(state, error_count=0, last_error=None, last_success_at=now)
-        state = replace(
+        state = evolve(state, error_count=0, last_error=None, last_success_at=now)
+        state = evolve(
             state, next_due=schedule.next_due(feed, state, self.config.schedule, now, self.rng)
         )
         await self._commit_poll(state, items)
@@ -246,7 +245,7 @@ class FeedPoller(UsesParts):
         kind = exc.kind
         self.metrics.inc("feed_errors", kind)
         message = str(exc)
-        state = replace(
+        state = evolve(
             state,
             error_count=state.error_count + 1,
             last_error=message,
@@ -254,7 +253,7 @@ class FeedPoller(UsesParts):
             last_fetch_at=now,
         )
         if isinstance(exc, GoneError):
-            state = replace(
+            state = evolve(
                 state,
                 disabled_reason=f"410 Gone at {exc.url}; disabled until the "
                 "feed's configuration changes",
@@ -268,10 +267,10 @@ class FeedPoller(UsesParts):
             log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
         host_wait = None
         if isinstance(exc, RetryLater):
-            state = replace(state, not_before=exc.not_before)
+            state = evolve(state, not_before=exc.not_before)
             if isinstance(exc, RateLimitedError):
                 host_wait = HostWait(host_key(exc.url), exc.not_before, exc.reason)
-        state = replace(
+        state = evolve(
             state,
             next_due=schedule.next_due(
                 feed, state, self.config.schedule, now, self.rng, failed=True

@@ -61,6 +61,7 @@ class SQLiteConnection:
         self.round_trips = 0  # calls into the state thread (the benchmark's count)
         self.round_trips_by: Counter[str] = Counter()  # ...per store method
         self.thread_cpu_seconds = 0.0  # CPU the state thread spent in calls
+        self.thread_cpu_by: Counter[str] = Counter()  # ...by the store method that called
         # Group commit: calls waiting for the next shared transaction, and whether one runs.
         self._group: list[_GroupCall] = []
         self._group_running = False
@@ -179,17 +180,20 @@ class SQLiteConnection:
         self._release_lock()
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        caller = sys._getframe(1).f_code.co_name
         self.round_trips += 1
-        self.round_trips_by[sys._getframe(1).f_code.co_name] += 1
+        self.round_trips_by[caller] += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed, function, args)
+        return await loop.run_in_executor(self._executor, self._timed, caller, function, args)
 
-    def _timed(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _timed(self, caller: str, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         started = time.thread_time()
         try:
             return function(*args)
         finally:
-            self.thread_cpu_seconds += time.thread_time() - started
+            spent = time.thread_time() - started
+            self.thread_cpu_seconds += spent
+            self.thread_cpu_by[caller] += spent
 
     async def _grouped(
         self,

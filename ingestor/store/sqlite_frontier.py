@@ -105,6 +105,11 @@ class SQLiteFrontier(SQLiteConnection):
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(SAVE_FEED, (state.feed_id, feed_to_json(state), state.next_due))
+            if commit.host_wait is not None:
+                wait = commit.host_wait
+                conn.execute(HOST_WAIT, (wait.host, wait.until, wait.reason))
+            if not items:
+                return
             # An entry still queued keeps its place and attempts; its text is the newest.
             conn.executemany(
                 "INSERT INTO frontier (feed_id, entry_key, canonical_url, host, payload, "
@@ -114,9 +119,6 @@ class SQLiteFrontier(SQLiteConnection):
                 items,
             )
             conn.executemany(ENTRY_SEEN, seen)
-            if commit.host_wait is not None:
-                wait = commit.host_wait
-                conn.execute(HOST_WAIT, (wait.host, wait.until, wait.reason))
 
         await self._grouped(save)
 
