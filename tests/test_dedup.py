@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from ingestor.analyze.fingerprint import content_hash, fingerprint, scheme_id, similarity
 from ingestor.core.dedup import judge_duplicate, new_entries, updated_entries
 from ingestor.core.entry import FeedEntry
@@ -133,3 +136,27 @@ def test_minhash_values_equal_datasketch_affine32():
             reference = MinHash(num_perm=num_perm, seed=1, scheme="affine32")
             reference.update_batch(list(grams))
             assert minhash_values(grams, num_perm).tolist() == reference.hashvalues.tolist()
+
+
+def test_the_table_of_lsh_parameters_is_what_the_computation_gives():
+    from ingestor.analyze.fingerprint import _KNOWN_LSH_PARAMS, compute_lsh_params
+
+    for (num_perm, threshold), expected in _KNOWN_LSH_PARAMS.items():
+        assert compute_lsh_params(num_perm, threshold) == expected
+
+
+def test_the_main_process_runs_without_the_workers_heavy_libraries():
+    # The daemon's process names the worker jobs and the dedup scheme but runs neither:
+    # loading numpy, lxml, trafilatura or feedparser there would only cost start-up time.
+    probe = (
+        "import sys, ingestor.service.cli, ingestor.service.runtime, ingestor.core.dedup\n"
+        "from ingestor.pipeline.articles import ArticleWorker\n"
+        "from ingestor.analyze.fingerprint import scheme_id\n"
+        "scheme_id(128, 0.5)\n"
+        "heavy = {'numpy', 'lxml', 'trafilatura', 'feedparser', 'langdetect'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"

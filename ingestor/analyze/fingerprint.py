@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from array import array
 from collections.abc import Callable, Iterable
 from functools import cache
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ingestor.core.analysis import Fingerprint
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SHINGLE_WORDS = 3
 # Fewer shingles than this are too little evidence for a near-duplicate verdict: short texts
@@ -38,13 +41,41 @@ def scheme_id(num_perm: int, threshold: float) -> str:
     )
 
 
-@cache
+# lsh_params for common settings, as computed below (tests/test_dedup.py checks them), so
+# that the main process, which only needs the scheme's name, never imports numpy.
+_KNOWN_LSH_PARAMS = {
+    (64, 0.5): (14, 4),
+    (64, 0.6): (10, 6),
+    (64, 0.7): (8, 8),
+    (64, 0.8): (5, 11),
+    (64, 0.9): (3, 21),
+    (128, 0.5): (25, 5),
+    (128, 0.6): (18, 7),
+    (128, 0.7): (14, 9),
+    (128, 0.8): (9, 13),
+    (128, 0.9): (5, 25),
+    (256, 0.5): (42, 6),
+    (256, 0.6): (32, 8),
+    (256, 0.7): (25, 10),
+    (256, 0.8): (17, 15),
+    (256, 0.9): (9, 28),
+}
+
+
 def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
+    known = _KNOWN_LSH_PARAMS.get((num_perm, threshold))
+    return known if known is not None else compute_lsh_params(num_perm, threshold)
+
+
+@cache
+def compute_lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
     """Bands and rows that minimise false positives plus false negatives at threshold
     (datasketch's MinHashLSH rule, equal weights, its 100-step trapezoid integrals;
     computed here because importing datasketch.lsh pulls in scipy, 0.4 s of start-up in
     every process). Every (bands, rows) pair at once in numpy: 8 ms instead of the 130 ms
     of the same sums in a Python loop, which every process paid at start."""
+    import numpy as np
+
     pairs = np.array(
         [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)],
         dtype=np.float64,
@@ -59,6 +90,8 @@ def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
 def _trapezoid(
     function: Callable[[np.ndarray], np.ndarray], low: float, high: float, steps: int = 100
 ) -> np.ndarray:
+    import numpy as np
+
     width = (high - low) / steps
     values = function((low + np.arange(steps + 1) * width).reshape(1, -1))
     return width * (values[:, 1:-1].sum(axis=1) + (values[:, 0] + values[:, -1]) / 2)
@@ -83,6 +116,8 @@ def shingles(words: list[str], size: int = SHINGLE_WORDS) -> set[bytes]:
 @cache
 def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch 2.0's affine32 parameters for seed 1: h -> a*h + b mod 2^32, a odd."""
+    import numpy as np
+
     generator = np.random.RandomState(_SEED)
     a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
@@ -91,6 +126,8 @@ def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _fmix32(values: np.ndarray) -> np.ndarray:
     # MurmurHash3's finalizer: datasketch pre-mixes every input hash with it.
+    import numpy as np
+
     values = values ^ (values >> np.uint32(16))
     values = values * np.uint32(0x85EBCA6B)
     values = values ^ (values >> np.uint32(13))
@@ -105,6 +142,8 @@ def minhash_values(grams: Iterable[bytes], num_perm: int) -> np.ndarray:
     importing datasketch loads its LSH classes and with them scipy, 0.3 s of start-up and
     about 40 MB in every worker, for a dozen lines of numpy.
     """
+    import numpy as np
+
     hashed = np.fromiter(
         (int.from_bytes(hashlib.sha1(gram).digest()[:4], "little") for gram in grams),
         dtype=np.uint32,
@@ -139,8 +178,7 @@ def band_keys(values: np.ndarray, num_perm: int, threshold: float) -> tuple[int,
 
 def similarity(a: bytes, b: bytes) -> float:
     """Estimated Jaccard similarity of two signatures of the same scheme."""
-    left = np.frombuffer(a, dtype=np.uint32)
-    right = np.frombuffer(b, dtype=np.uint32)
-    if left.shape != right.shape or left.size == 0:
+    if len(a) != len(b) or not a or len(a) % 4:
         return 0.0
-    return float(np.count_nonzero(left == right)) / float(left.size)
+    left, right = array("I", a), array("I", b)  # uint32, little-endian on every platform
+    return sum(x == y for x, y in zip(left, right, strict=True)) / len(left)

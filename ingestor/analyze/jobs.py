@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ingestor.analyze.extract import choose_body, extract_page
-from ingestor.analyze.fingerprint import fingerprint
-from ingestor.analyze.language import detect_language
 from ingestor.core.analysis import ArticleAnalysis, PageMetadata
-from ingestor.core.entry import ParsedFeed
-from ingestor.core.retrieved import RetrievedFeed
-from ingestor.parse.decoding import decode_document
-from ingestor.parse.feeds import parse_retrieved
+
+if TYPE_CHECKING:
+    from ingestor.core.entry import ParsedFeed
+    from ingestor.core.retrieved import RetrievedFeed
 
 T = TypeVar("T")
 
@@ -49,6 +46,14 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     """Everything CPU-heavy about one article, in one round trip to a worker. Its timings
     are CPU seconds of this worker (wall time would count the other processes' turns on a
     busy machine)."""
+    # Imported here, not at the top: the main process names these jobs without running
+    # them, and so never loads lxml, trafilatura, numpy or the language profiles (the
+    # workers' fork server has them preloaded).
+    from ingestor.analyze.extract import choose_body, extract_page
+    from ingestor.analyze.fingerprint import fingerprint
+    from ingestor.analyze.language import detect_language
+    from ingestor.parse.decoding import decode_document
+
     started = time.process_time()
     html = decode_document(job.page, job.charset)[0] if job.page else ""
     if html:
@@ -80,6 +85,8 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
 
 def parse_feed_job(doc: RetrievedFeed) -> tuple[ParsedFeed, float]:
     """The parsed feed and the CPU seconds its parse took."""
+    from ingestor.parse.feeds import parse_retrieved
+
     started = time.process_time()
     parsed = parse_retrieved(doc)
     return parsed, time.process_time() - started
