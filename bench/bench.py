@@ -590,6 +590,54 @@ def frontier_memory(args: argparse.Namespace, root: Path) -> list[str]:
 # --- 2. polling and 3. idle ---------------------------------------------------------------
 
 
+def scale(args: argparse.Namespace, root: Path) -> list[str]:
+    """Many scheduled feeds: a first pass (every feed new: fetched and parsed), a second
+    pass (every feed answers 304), then the daemon with every feed scheduled and none due.
+    Peak RSS of all processes in each, and CPU per poll of the second pass."""
+    count = args.scale_feeds
+    hosts = 250
+    spec = FarmSpec(hosts=hosts, feeds=0, items=0, poll_feeds=count, latency=(0, 0))
+    with FarmServer(spec) as content:
+        work = fresh_dir(root, "scale")
+        config = work / "ingestor.yaml"
+        write_config(
+            config, content.poll_urls(False), pipeline="pipeline:\n  max_concurrent_feeds: 200\n"
+        )
+        first = run_ingestor(config, work)
+        second = run_ingestor(config, work)
+        process = start_daemon(config, work / "daemon.log", 3)
+        try:
+            idle_peak = 0
+            end = time.monotonic() + args.idle_seconds
+            while time.monotonic() < end:
+                idle_peak = max(idle_peak, sum(cpu_and_rss(p)[1] for p in tree(process.pid)))
+                time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    print(
+        f"  {count} feeds: first pass {first.peak_rss / 1e6:.0f} MB, second "
+        f"{second.peak_rss / 1e6:.0f} MB, idle daemon {idle_peak / 1e6:.0f} MB",
+        flush=True,
+    )
+    return [
+        f"### 7. Scale: {count} feeds on {hosts} hosts (one run)",
+        "",
+        "| phase | wall | CPU per feed | peak RSS, all processes (main) |",
+        "|---|---|---|---|",
+        f"| first pass: every feed fetched and parsed | {first.wall:.0f} s | "
+        f"{first.cpu / count * 1000:.2f} ms | {first.peak_rss / 1e6:.0f} MB "
+        f"({first.peak_main_rss / 1e6:.0f} MB) |",
+        f"| second pass: every feed answers 304 | {second.wall:.0f} s | "
+        f"{second.cpu / count * 1000:.2f} ms | {second.peak_rss / 1e6:.0f} MB "
+        f"({second.peak_main_rss / 1e6:.0f} MB) |",
+        f"| the daemon, every feed scheduled, none due ({args.idle_seconds:.0f} s) | | | "
+        f"{idle_peak / 1e6:.0f} MB |",
+        "",
+        "Target: 100,000 scheduled feeds under 400 MB.",
+    ]
+
+
 def polling_and_idle(args: argparse.Namespace, root: Path) -> list[str]:
     spec = FarmSpec(hosts=50, feeds=0, items=0, poll_feeds=args.poll_feeds, latency=(0, 0))
     lines = [
@@ -668,11 +716,15 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--fault-rate", type=float, default=0.02)
     parser.add_argument("--frontier-items", type=int, default=50_000)
-    parser.add_argument("--only", choices=("full", "poll", "faults", "frontier"), default=None)
+    parser.add_argument("--scale-feeds", type=int, default=100_000)
+    parser.add_argument(
+        "--only", choices=("full", "poll", "faults", "frontier", "scale"), default=None
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.feeds, args.items = 1, 8, 10
         args.naive_limit, args.poll_feeds, args.idle_seconds = 30, 1000, 5.0
+        args.scale_feeds = 5000
     cpu_info = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in cpu_info if line.startswith("model name")),
@@ -702,6 +754,10 @@ def main() -> None:
             memory = frontier_memory(args, root)
             sections += [*memory, ""]
             print("\n".join(memory), flush=True)
+        if args.only in (None, "scale"):
+            lines = scale(args, root)
+            sections += [*lines, ""]
+            print("\n".join(lines), flush=True)
         if args.only in (None, "poll"):
             poll = polling_and_idle(args, root)
             sections += poll

@@ -77,9 +77,45 @@ def test_tiny_texts_only_take_part_in_exact_matching():
     assert tiny.signature is None and tiny.band_keys == ()
 
 
-def test_scheme_names_library_version_and_lsh_shape():
-    assert scheme_id(128, 0.5).startswith("datasketch-2.0/affine32/")
+def test_scheme_names_version_and_lsh_shape():
+    from ingestor.analyze.fingerprint import legacy_scheme_id
+
+    assert scheme_id(128, 0.5).startswith("ingestor-2/crc32x3-fmix64/affine32/")
+    assert legacy_scheme_id(128, 0.5).startswith("datasketch-2.0/affine32/")
     assert scheme_id(128, 0.5) != scheme_id(64, 0.5)
+
+
+def test_both_schemes_find_the_same_near_duplicates_and_no_others():
+    from ingestor.analyze.fingerprint import minhash_values, normalized_words, shingles
+
+    base = " ".join(LOREM_EN)
+    edited = base.replace("a", "o", 3) + " One more closing sentence from the wire service."
+    other = " ".join(reversed(base.split()))
+    first = fingerprint(base, legacy=True)
+    # Scheme 1 is datasketch's own computation, unchanged.
+    assert first.legacy_signature == minhash_values(shingles(normalized_words(base)), 128).tobytes()
+    for text, near in ((edited, True), (other, False)):
+        second = fingerprint(text, legacy=True)
+        for new, old in (
+            (first.signature, second.signature),
+            (first.legacy_signature, second.legacy_signature),
+        ):
+            assert (similarity(new, old) >= 0.5) is near
+    # Without `legacy` nothing of scheme 1 is computed.
+    assert fingerprint(base).legacy_signature is None
+
+
+def test_a_candidate_of_the_old_scheme_is_compared_in_the_old_scheme():
+    fp = fingerprint(" ".join(LOREM_EN), legacy=True)
+    old_copy = NearCandidate("old", fp.legacy_signature, 1.0, legacy=True)
+    assert judge_duplicate(None, fp.signature, [old_copy], 0.5, fp.legacy_signature).kind == "near"
+    # Compared with the new scheme's signature, it would look unrelated.
+    assert (
+        judge_duplicate(
+            None, fp.signature, [NearCandidate("old", fp.legacy_signature, 1.0)], 0.5
+        ).kind
+        is None
+    )
 
 
 def entry(key: str, updated: float | None = None) -> FeedEntry:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import sqlite3
+import time
 from dataclasses import replace
 
 import jsonschema
@@ -186,6 +188,28 @@ async def test_near_duplicates_are_marked_or_dropped(tmp_path, serve, worker_poo
     assert by_title["Copy"]["duplicate_kind"] == "near"
     assert by_title["Original"]["duplicate_of"] is None
     assert by_title["Other"]["duplicate_of"] is None
+
+    # The Original as an older version fingerprinted it (MinHash scheme 1): a copy
+    # ingested now is still found to be its near duplicate.
+    from ingestor.analyze.fingerprint import fingerprint, legacy_scheme_id
+    from ingestor.store.sqlite_schema import register_fingerprint
+
+    old = fingerprint(by_title["Original"]["text"], legacy=True)
+    with sqlite3.connect(config.state.path) as conn:
+        register_fingerprint(
+            conn,
+            by_title["Original"]["id"],
+            legacy_scheme_id(128, 0.5),
+            old.legacy_signature,
+            old.legacy_band_keys,
+            time.time() - 3600,  # when it was ingested: before the Copy
+        )
+    site.items.append({"title": "Copy 2", "link": "BASE/a/copy2.html", "guid": "c2"})
+    site.pages["/a/copy2.html"] = article_html("Copy 2", copy[1:])
+    await run_pass(config, worker_pool)
+    by_title = {r["title"]: r for r in read_records(config.output.dir)}
+    assert by_title["Copy 2"]["duplicate_of"] == by_title["Original"]["id"]
+    assert by_title["Copy 2"]["duplicate_kind"] == "near"
 
     drop = make_config(
         tmp_path / "drop",

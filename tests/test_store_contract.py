@@ -349,3 +349,18 @@ async def test_articles_settled_together_see_each_other_and_their_files_come_fir
     (again,) = (await store.claim_articles([("h:80", 4)], NOW + 120, NOW + 180)).items
     assert again.entry.key == "k3"
     assert await store.record_by_canonical("https://e.com/r1") is None
+
+
+async def test_candidates_of_the_previous_minhash_scheme_come_back_marked(store):
+    await store.reserve_record("old", "https://e.com/old", "loc/old.json", NOW - 50)
+    await store.commit_record(
+        CommitItem(
+            "old", "https://e.com/old", "sha256:o", "f", "k", "s0", b"\1" * 16, [7], NOW - 50
+        )
+    )
+    assert await store.fingerprint_schemes(NOW - 100) == {"s0"}
+    assert await store.fingerprint_schemes(NOW) == set()
+    legacy = DedupQuery("sha256:n", "s0", [7], NOW - 100, b"\1" * 16)
+    query = replace(_lookup("new", "n", [8]).dedup, legacy=legacy)
+    prep = await store.prepare_article(replace(_lookup("new", "n", [8]), dedup=query))
+    assert [(c.record_id, c.legacy) for c in prep.candidates] == [("old", True)]

@@ -40,6 +40,8 @@ class ArticleJob:
     max_language_chars: int = 400
     num_perm: int = 128
     threshold: float = 0.5
+    # Also fingerprint in the previous MinHash scheme (records of it are in the window).
+    legacy_fingerprint: bool = False
 
 
 def analyze_article(job: ArticleJob) -> ArticleAnalysis:
@@ -73,7 +75,7 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
         job.max_language_chars,
     )
     detected = time.process_time()
-    prints = fingerprint(body.text, job.num_perm, job.threshold)
+    prints = fingerprint(body.text, job.num_perm, job.threshold, job.legacy_fingerprint)
     done = time.process_time()
     timings = {
         "extract": extracted - started,

@@ -36,6 +36,9 @@ class Fingerprint:
     signature: bytes | None  # uint32 hash values, little-endian; None when too short
     band_keys: tuple[int, ...]
     shingles: int
+    # The same in the previous MinHash scheme, while records that carry it are compared.
+    legacy_signature: bytes | None = None
+    legacy_band_keys: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

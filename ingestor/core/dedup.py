@@ -29,6 +29,7 @@ def judge_duplicate(
     signature: bytes | None,
     candidates: Sequence[NearCandidate],
     threshold: float,
+    legacy_signature: bytes | None = None,
 ) -> DuplicateVerdict:
     """Exact body match first; else the earliest-ingested candidate at or above threshold.
 
@@ -40,7 +41,13 @@ def judge_duplicate(
         return DuplicateVerdict(exact_match, "exact", 1.0)
     if signature is None:
         return NOT_DUPLICATE
-    matches = [(c.ingested_at, c.record_id, similarity(signature, c.signature)) for c in candidates]
+    # A candidate of the previous MinHash scheme is compared with the body in that scheme.
+    matches = [
+        (c.ingested_at, c.record_id, similarity(legacy_signature or b"", c.signature))
+        if c.legacy
+        else (c.ingested_at, c.record_id, similarity(signature, c.signature))
+        for c in candidates
+    ]
     matches = [m for m in matches if m[2] >= threshold]
     if not matches:
         return NOT_DUPLICATE

@@ -60,7 +60,9 @@ def decide_article(
         updated_at = now
     verdict: DuplicateVerdict = NOT_DUPLICATE
     if analysis.body.text:
-        verdict = judge_duplicate(prep.exact, prints.signature, prep.candidates, dedup.threshold)
+        verdict = judge_duplicate(
+            prep.exact, prints.signature, prep.candidates, dedup.threshold, prints.legacy_signature
+        )
     kind = (verdict.kind or "") if verdict.is_duplicate else None
     if verdict.is_duplicate and verdict.kind == "near" and dedup.near_duplicates == "drop":
         release = rid if existing is None else None

@@ -74,6 +74,7 @@ class NearCandidate:
     record_id: str
     signature: bytes
     ingested_at: float
+    legacy: bool = False  # its signature is in the previous MinHash scheme
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class DedupQuery:
     since: float
     # The body's MinHash signature: claimed at once, so a racing instance sees it.
     signature: bytes | None = None
+    # The same body in the previous MinHash scheme, while records that carry it are in the
+    # window: their candidates come back marked `legacy`.
+    legacy: DedupQuery | None = None
 
 
 @dataclass(frozen=True)

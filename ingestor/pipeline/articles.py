@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from functools import partial
 from urllib.parse import urldefrag
 
-from ingestor.analyze.fingerprint import scheme_id
+from ingestor.analyze.fingerprint import legacy_scheme_id, scheme_id
 from ingestor.analyze.jobs import ArticleJob, analyze_article
 from ingestor.config.model import FeedConfig
 from ingestor.core import frontier, settle
@@ -66,6 +67,9 @@ class ArticleWorker(UsesParts):
         config = parts.config
         self.feeds: dict[str, FeedConfig] = {f.feed_id: f for f in config.feeds}
         self.scheme = scheme_id(config.dedup.num_perm, config.dedup.threshold)
+        self.legacy_scheme = legacy_scheme_id(config.dedup.num_perm, config.dedup.threshold)
+        self._legacy_checked_at = -math.inf
+        self._compare_legacy = False
         self._inflight: dict[str, asyncio.Event] = {}
 
     @property
@@ -187,6 +191,16 @@ class ArticleWorker(UsesParts):
             )
         return decision
 
+    async def _legacy_in_window(self) -> bool:
+        """Whether records fingerprinted in the previous MinHash scheme are still in the
+        dedup window (asked hourly): while they are, bodies are fingerprinted in both."""
+        now = time.monotonic()
+        if now - self._legacy_checked_at >= 3600:
+            self._legacy_checked_at = now
+            since = time.time() - self.config.dedup.window
+            self._compare_legacy = self.legacy_scheme in await self.store.fingerprint_schemes(since)
+        return self._compare_legacy
+
     async def _analyze(
         self, feed: FeedConfig, item: FrontierItem, page: FetchResult | None, url: str
     ) -> ArticleAnalysis:
@@ -209,6 +223,7 @@ class ArticleWorker(UsesParts):
             max_language_chars=self.config.language.max_chars,
             num_perm=self.config.dedup.num_perm,
             threshold=self.config.dedup.threshold,
+            legacy_fingerprint=await self._legacy_in_window(),
         )
         started = time.perf_counter()
         try:
@@ -278,13 +293,17 @@ class ArticleWorker(UsesParts):
         dedup = self.config.dedup
         now = datetime.now(UTC)
         bands = prints.band_keys if prints.signature is not None else ()
-        query = DedupQuery(
-            prints.content_hash,
-            self.scheme,
-            bands,
-            now.timestamp() - dedup.window,
-            prints.signature,
-        )
+        since = now.timestamp() - dedup.window
+        legacy = None
+        if prints.legacy_signature is not None:
+            legacy = DedupQuery(
+                prints.content_hash,
+                self.legacy_scheme,
+                prints.legacy_band_keys,
+                since,
+                prints.legacy_signature,
+            )
+        query = DedupQuery(prints.content_hash, self.scheme, bands, since, prints.signature, legacy)
         # The day the entry was queued names the directory: an item done again after a
         # crash between its file and its commit rewrites the same file.
         queued = datetime.fromtimestamp(item.enqueued_at, UTC)

@@ -49,6 +49,12 @@ NEAR_CANDIDATES = (
 
 
 class PostgresStateStore(PostgresFrontier):
+    async def fingerprint_schemes(self, since: float) -> set[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT scheme FROM fingerprints WHERE ingested_at >= %s", (since,)
+        )
+        return {row[0] for row in rows}
+
     async def settle_article(
         self,
         lookup: ArticleLookup,
@@ -187,6 +193,16 @@ class PostgresStateStore(PostgresFrontier):
             NearCandidate(i, bytes(s), float(t))
             for i, s, t in zip(ids or [], sigs or [], times or [], strict=True)
         ]
+        if dedup is not None and dedup.legacy is not None and exact is None:
+            # Records of the previous MinHash scheme: one more round trip, only while they
+            # are in the window (they were committed long ago: no race to serialize).
+            legacy = dedup.legacy
+            if legacy.band_keys:
+                rows = await self._fetch(
+                    NEAR_CANDIDATES,
+                    (list(legacy.band_keys), legacy.scheme, legacy.since, lookup.record_id),
+                )
+                candidates += [NearCandidate(r[0], bytes(r[1]), float(r[2]), True) for r in rows]
         return ArticlePrep(location, existing, exact, candidates, bytes(old) if old else None)
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:

@@ -276,7 +276,8 @@ BEGIN
         FROM records WHERE record_id = p_id;
     r_location := coalesce(r_location, p_location);
     IF p_want_signature AND NOT r_inserted THEN
-        SELECT signature INTO r_old_signature FROM fingerprints WHERE record_id = p_id;
+        SELECT signature INTO r_old_signature FROM fingerprints
+            WHERE record_id = p_id AND scheme = p_scheme;
     END IF;
     IF p_hash IS NOT NULL THEN
         INSERT INTO content_claims VALUES (p_hash, p_id) ON CONFLICT DO NOTHING;

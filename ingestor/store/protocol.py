@@ -136,6 +136,10 @@ class StateStore(Protocol):
 
     async def commit_article(self, commit: ArticleCommit) -> None: ...
 
+    async def fingerprint_schemes(self, since: float) -> set[str]:
+        """The MinHash schemes of the fingerprints ingested since `since`."""
+        ...
+
     async def settle_article(
         self,
         lookup: ArticleLookup,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.state import (
@@ -184,8 +185,10 @@ class SQLiteFrontier(SQLiteConnection):
             )
         old_signature = None
         if want_signature and existing is not None:
+            # Only a signature of the same scheme compares (else: no evidence either way).
             found = conn.execute(
-                "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
+                "SELECT signature FROM fingerprints WHERE record_id = ? AND scheme = ?",
+                (record_id, dedup.scheme if dedup else ""),
             ).fetchone()
             old_signature = bytes(found[0]) if found else None
         exact, candidates = None, []
@@ -199,6 +202,14 @@ class SQLiteFrontier(SQLiteConnection):
                 candidates = self._near_candidates(
                     dedup.scheme, dedup.band_keys, dedup.since, record_id
                 )
+                if dedup.legacy is not None:
+                    legacy = dedup.legacy
+                    candidates += [
+                        replace(c, legacy=True)
+                        for c in self._near_candidates(
+                            legacy.scheme, legacy.band_keys, legacy.since, record_id
+                        )
+                    ]
             if dedup.signature is not None and (existing is None or not existing.done):
                 # Claimed before the file is written, as in the PostgreSQL store.
                 register_fingerprint(
@@ -238,6 +249,15 @@ class SQLiteFrontier(SQLiteConnection):
                 "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
                 (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
             )
+
+    async def fingerprint_schemes(self, since: float) -> set[str]:
+        def lookup() -> set[str]:
+            rows = self.conn.execute(
+                "SELECT DISTINCT scheme FROM fingerprints WHERE ingested_at >= ?", (since,)
+            )
+            return {row[0] for row in rows}
+
+        return await self._run(lookup)
 
     async def settle_article(
         self,
