@@ -227,6 +227,31 @@ def trafilatura_cost(content: FarmContent) -> tuple[float, int]:
     return (time.process_time() - started) / len(pages), len(pages)
 
 
+def _reference_share(pages: list[str]) -> float:
+    from trafilatura import bare_extraction
+
+    started = time.process_time()
+    for html in pages:
+        bare_extraction(html, include_comments=False, with_metadata=True)
+    return time.process_time() - started
+
+
+def trafilatura_cost_concurrent(content: FarmContent, processes: int) -> float:
+    """The same reference call, the pages split among `processes` processes running at
+    once (a diagnostic, not the reference): what a page costs when every core is busy,
+    as it is for the ingestor's workers."""
+    import concurrent.futures
+    import multiprocessing
+
+    pages = [body.decode("utf-8") for _path, body in sorted(content.pages.items())]
+    shares = [pages[i::processes] for i in range(processes)]
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        list(pool.map(_reference_share, [share[:2] for share in shares]))  # warm up
+        seconds = sum(pool.map(_reference_share, shares))
+    return seconds / len(pages)
+
+
 def naive_baseline(content: FarmContent, out: Path, limit: int) -> tuple[float, float]:
     """Sequential urllib + feedparser + trafilatura + langdetect + json.dump, as a short
     script would do it (a page that fails is skipped): (articles/s, CPU s per article)."""
@@ -333,6 +358,7 @@ def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
             result = run_ingestor(config, work)
             articles = int(re.search(r"articles written: (\d+)", result.stdout).group(1))
             traf_cpu, pages = trafilatura_cost(content)
+            traf_busy = trafilatura_cost_concurrent(content, cores)
             naive_out = fresh_dir(root, f"naive-{run}")
             naive_rate, naive_cpu = naive_baseline(content, naive_out, limit=args.naive_limit)
             rate = articles / result.wall
@@ -346,6 +372,8 @@ def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
                     "peak_rss_mb": result.peak_rss / 1e6,
                     "main_rss_mb": result.peak_main_rss / 1e6,
                     "traf_cpu": traf_cpu * 1000,
+                    "traf_busy": traf_busy * 1000,
+                    "cpu_ratio_busy": (result.cpu / articles) / traf_busy,
                     "limit": limit,
                     "naive": naive_rate,
                     "naive_cpu": naive_cpu * 1000,
@@ -394,6 +422,9 @@ def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
         f"| ... workers and fork server | {_spread(col['cpu_other'], '.1f')} ms | |",
         f"| CPU per article / reference CPU per page | {_spread(col['cpu_ratio'], '.2f')}x "
         "| <= 1.3x |",
+        f"| (diagnostic) reference call with {cores} processes at once | "
+        f"{_spread(col['traf_busy'], '.1f')} ms CPU/page | |",
+        f"| (diagnostic) CPU per article / that | {_spread(col['cpu_ratio_busy'], '.2f')}x | |",
         f"| peak RSS, all processes (main) | {_spread(col['peak_rss_mb'], '.0f')} MB "
         f"({_spread(col['main_rss_mb'], '.0f')} MB) | |",
         "",
