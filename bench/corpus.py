@@ -20,6 +20,29 @@ REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
 
 
+# Faker locales whose lorem provider has the language's own words (others fall back to
+# Latin), by the language they are.
+FAKER_LOCALES = {
+    "de": "de_DE",
+    "fr": "fr_FR",
+    "es": "es_ES",
+    "it": "it_IT",
+    "nl": "nl_NL",
+    "pl": "pl_PL",
+    "ru": "ru_RU",
+    "uk": "uk_UA",
+    "cs": "cs_CZ",
+    "da": "da_DK",
+    "el": "el_GR",
+    "ar": "ar",
+    "he": "he_IL",
+    "fa": "fa_IR",
+    "vi": "vi_VN",
+    "ja": "ja_JP",
+    "zh": "zh_CN",
+}
+
+
 @dataclass(frozen=True)
 class Story:
     name: str

@@ -26,22 +26,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bench.corpus import Story
+from bench.corpus import FAKER_LOCALES, Story
 
 # 12 languages, each with a Faker locale whose lorem provider has the language's own words.
 LANGUAGES = {
     "en": "en_US",
-    "de": "de_DE",
-    "fr": "fr_FR",
-    "es": "es_ES",
-    "it": "it_IT",
-    "nl": "nl_NL",
-    "pl": "pl_PL",
-    "ru": "ru_RU",
-    "cs": "cs_CZ",
-    "ar": "ar_AA",
-    "ja": "ja_JP",
-    "zh": "zh_CN",
+    **{
+        lang: "ar_AA" if lang == "ar" else FAKER_LOCALES[lang]
+        for lang in ("de", "fr", "es", "it", "nl", "pl", "ru", "cs", "ar", "ja", "zh")
+    },
 }
 
 

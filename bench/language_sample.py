@@ -20,31 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.corpus import stories
+from bench.corpus import FAKER_LOCALES, stories
 from ingestor.analyze.language import detect_language
 
 SIZES = (150, 200, 300, 400, 500, 700, 1000, 2000, 1_000_000)
-# Faker locales whose lorem provider has the language's own words (others fall back to
-# Latin), by the language they are.
-FAKER_LOCALES = {
-    "de": "de_DE",
-    "fr": "fr_FR",
-    "es": "es_ES",
-    "it": "it_IT",
-    "nl": "nl_NL",
-    "pl": "pl_PL",
-    "ru": "ru_RU",
-    "uk": "uk_UA",
-    "cs": "cs_CZ",
-    "da": "da_DK",
-    "el": "el_GR",
-    "ar": "ar",
-    "he": "he_IL",
-    "fa": "fa_IR",
-    "vi": "vi_VN",
-    "ja": "ja_JP",
-    "zh": "zh_CN",
-}
 
 
 def generated(per_language: int = 20, chars: int = 2800) -> list[tuple[str, str, str]]:
