@@ -159,8 +159,10 @@ class Pipeline:
         async def tracked(feed: FeedConfig) -> None:
             try:
                 finished.put_nowait((await one(feed), None))
-            except Exception as exc:  # re-raised by the pass, as the poll's own error
+            except BaseException as exc:  # re-raised by the pass, as the poll's own error
                 finished.put_nowait((None, exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
             finally:
                 window.release()
 
