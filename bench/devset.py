@@ -1,0 +1,182 @@
+"""Body extraction on a dev set of real pages: the workers' own function against
+trafilatura's default, with CPU per page and failure classes.
+
+    python bench/devset.py [--devset ../shared/devsets/readability-pages.jsonl.gz]
+
+The dev set (one JSON object per line after a header line: `id`, `url`, `html`,
+`expected_text`) is mozilla/readability's test pages with Readability.js's output as the
+expected body: a guide, not the truth. The metric is the one of the shared scorer
+(`../shared/tools/score_extraction.py`): \\w+ tokens (NFC, case kept), multisets of
+4-token shingles, TP/FP/FN per page normalised to sum 1, precision and recall averaged
+over pages, F1 from the two averages.
+
+Each page also gets a class from the shape of its error: fine (F1 >= 0.9), boilerplate
+kept (precision under 0.8, recall not), body cut (recall under 0.8, precision not),
+wrong block (both under 0.8) or empty. READ says what the worst pages show when read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import statistics
+import sys
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ingestor.analyze.jobs import ArticleJob, analyze_article
+
+DEFAULT_DEVSET = (
+    Path(__file__).resolve().parent.parent.parent / "shared/devsets/readability-pages.jsonl.gz"
+)
+_WORD = re.compile(r"\w+")
+
+# The worst pages, read by hand (2026-11-29): what the extraction got wrong there.
+READ = {
+    "bug-1255978": "boilerplate kept: video-player labels and a 50-slide gallery",
+    "yahoo-3": "boilerplate kept: video playlist and other stories",
+    "yahoo-2": "boilerplate kept: a hidden (aria-hidden) navigation",
+    "hidden-nodes": "boilerplate kept: elements hidden by the page",
+    "visibility-hidden": "boilerplate kept: elements hidden by the page",
+    "nytimes-5": "wrong block: a section page of teasers, not an article",
+    "social-buttons": "body cut: repeated identical paragraphs kept once (a synthetic page)",
+    "title-and-h1-discrepancy": "body cut: repeated identical paragraphs (synthetic)",
+    "hukumusume": "wrong block: breadcrumbs and the page's furniture around a short story",
+    "ehow-1": "body cut: step headings and image captions left out, a materials list kept",
+}
+
+
+def shingles(text: str | None, size: int = 4) -> Counter[tuple[str, ...]]:
+    words = _WORD.findall(unicodedata.normalize("NFC", text or ""))
+    if len(words) < size:
+        return Counter([tuple(words)]) if words else Counter()
+    return Counter(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
+
+
+def page_counts(expected: str, got: str | None) -> tuple[float, float, float]:
+    want, have = shingles(expected), shingles(got)
+    true_positive = sum((want & have).values())
+    false_positive = sum(have.values()) - true_positive
+    false_negative = sum(want.values()) - true_positive
+    total = true_positive + false_positive + false_negative
+    if not total:
+        return 0.0, 0.0, 0.0
+    return true_positive / total, false_positive / total, false_negative / total
+
+
+def precision_recall(counts: tuple[float, float, float]) -> tuple[float | None, float | None]:
+    tp, fp, fn = counts
+    return (tp / (tp + fp) if tp + fp else None), (tp / (tp + fn) if tp + fn else None)
+
+
+def aggregate(counts: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    pairs = [precision_recall(c) for c in counts]
+    precision = statistics.mean(p for p, _ in pairs if p is not None)
+    recall = statistics.mean(r for _, r in pairs if r is not None)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return f1, precision, recall
+
+
+def failure_class(counts: tuple[float, float, float], got: str | None) -> str:
+    if not (got or "").strip():
+        return "empty"
+    precision, recall = (x or 0.0 for x in precision_recall(counts))
+    if precision + recall and 2 * precision * recall / (precision + recall) >= 0.9:
+        return "fine"
+    if precision < 0.8 <= recall:
+        return "boilerplate kept"
+    if recall < 0.8 <= precision:
+        return "body cut"
+    return "wrong block"
+
+
+def workers_body(html: str, url: str) -> tuple[str, float]:
+    """What the workers make of a page whose feed dates the entry (the common case), and
+    the CPU of its extraction stage alone (the job also detects the language and takes
+    fingerprints, which trafilatura does not)."""
+    job = ArticleJob(
+        url=url,
+        page=html.encode("utf-8"),
+        title="",
+        feed_content=None,
+        charset="utf-8",
+        page_metadata=False,
+    )
+    analysis = analyze_article(job)
+    return analysis.body.text, analysis.timings["extract"]
+
+
+def trafilatura_default(html: str, url: str) -> str | None:
+    from trafilatura import extract
+
+    return extract(html, url=url, include_comments=False)
+
+
+def score(
+    pages: list[dict[str, str]],
+    extractor: Callable[[str, str], str | tuple[str, float] | None],
+) -> tuple[tuple[float, float, float], float, dict[str, tuple[float, float, float, str]]]:
+    extractor(pages[0]["html"], pages[0]["url"])  # imports and caches out of the timing
+    per_page: dict[str, tuple[float, float, float, str]] = {}
+    counts = []
+    cpu = 0.0
+    for page in pages:
+        started = time.process_time()
+        answer = extractor(page["html"], page["url"])
+        spent = time.process_time() - started
+        got, spent = answer if isinstance(answer, tuple) else (answer, spent)
+        cpu += spent
+        page_count = page_counts(page["expected_text"], got)
+        counts.append(page_count)
+        precision, recall = (x or 0.0 for x in precision_recall(page_count))
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_page[page["id"]] = (f1, precision, recall, failure_class(page_count, got))
+    return aggregate(counts), cpu / len(pages), per_page
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
+    parser.add_argument("--worst", type=int, default=12)
+    args = parser.parse_args()
+    with gzip.open(args.devset, "rt", encoding="utf-8") as handle:
+        header = json.loads(handle.readline())
+        pages = [json.loads(line) for line in handle]
+    print(f"Dev set: {len(pages)} pages ({header.get('source', args.devset.name)})\n")
+    results = {
+        "trafilatura default: extract(include_comments=False)": score(pages, trafilatura_default),
+        "the workers' analyze_article (page metadata from the head)": score(pages, workers_body),
+    }
+    print("| extractor | F1 | precision | recall | CPU per page | classes |")
+    print("|---|---|---|---|---|---|")
+    for name, ((f1, precision, recall), cpu, per_page) in results.items():
+        classes = Counter(row[3] for row in per_page.values())
+        shown = ", ".join(f"{kind} {n}" for kind, n in classes.most_common())
+        print(
+            f"| {name} | {f1:.3f} | {precision:.3f} | {recall:.3f} | {cpu * 1000:.1f} ms "
+            f"| {shown} |"
+        )
+    ours = list(results.values())[-1][2]
+    print(f"\nWorst {args.worst} pages of the workers' function:\n")
+    print("| page | F1 | P | R | class | read |")
+    print("|---|---|---|---|---|---|")
+    for page_id, (f1, precision, recall, kind) in sorted(ours.items(), key=lambda x: x[1][0])[
+        : args.worst
+    ]:
+        print(
+            f"| {page_id} | {f1:.2f} | {precision:.2f} | {recall:.2f} | {kind} | "
+            f"{READ.get(page_id, '')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
