@@ -263,6 +263,7 @@ class FarmContent:
         self.pages: dict[str, bytes] = {}
         self.feeds: dict[str, tuple[bytes, str]] = {}
         self.languages: dict[str, str] = {}  # page path -> the language its body is in
+        self.bodies: dict[str, str] = {}  # page path -> its body's paragraphs
         self._build()
 
     def base(self, host: int) -> str:
@@ -302,6 +303,7 @@ class FarmContent:
                     size = rng.randint(*spec.page_bytes)
                     self.pages[path] = article_page(story, size, n, writer).encode("utf-8")
                     self.languages[path] = story.lang
+                    self.bodies[path] = "\n".join(story.paragraphs)
                 entries.append((url, story))
             kind = FEED_KINDS[feed % len(FEED_KINDS)]
             self.feeds[f"/feeds/{feed}.{kind}"] = _render_feed(kind, feed, entries)
