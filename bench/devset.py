@@ -97,7 +97,7 @@ def failure_class(counts: tuple[float, float, float], got: str | None) -> str:
     return "wrong block"
 
 
-def workers_body(html: str, url: str) -> tuple[str, float]:
+def workers_body(html: str, url: str, engine: str = "trafilatura") -> tuple[str, float]:
     """What the workers make of a page whose feed dates the entry (the common case), and
     the CPU of its extraction stage alone (the job also detects the language and takes
     fingerprints, which trafilatura does not)."""
@@ -108,9 +108,33 @@ def workers_body(html: str, url: str) -> tuple[str, float]:
         feed_content=None,
         charset="utf-8",
         page_metadata=False,
+        engine=engine,
     )
     analysis = analyze_article(job)
     return analysis.body.text, analysis.timings["extract"]
+
+
+def resiliparse_body(html: str, url: str) -> tuple[str, float]:
+    return workers_body(html, url, "resiliparse")
+
+
+def farm_pages(count: int = 60) -> list[dict[str, str]]:
+    """Pages of the speed benchmark's farm (news-portal pages in 12 languages), their
+    bodies known exactly."""
+    from dataclasses import replace
+
+    from bench.farm import FarmContent, FarmSpec
+
+    content = FarmContent(replace(FarmSpec(), feeds=max(count // 15 + 1, 1)), 1)
+    return [
+        {
+            "id": path,
+            "url": f"http://farm.example{path}",
+            "html": page.decode(),
+            "expected_text": content.bodies[path],
+        }
+        for path, page in list(content.pages.items())[:count]
+    ]
 
 
 def trafilatura_default(html: str, url: str) -> str | None:
@@ -141,6 +165,22 @@ def score(
     return aggregate(counts), cpu / len(pages), per_page
 
 
+def print_table(
+    results: dict[
+        str, tuple[tuple[float, float, float], float, dict[str, tuple[float, float, float, str]]]
+    ],
+) -> None:
+    print("| extractor | F1 | precision | recall | CPU per page | classes |")
+    print("|---|---|---|---|---|---|")
+    for name, ((f1, precision, recall), cpu, per_page) in results.items():
+        classes = Counter(row[3] for row in per_page.values())
+        shown = ", ".join(f"{kind} {n}" for kind, n in classes.most_common())
+        print(
+            f"| {name} | {f1:.3f} | {precision:.3f} | {recall:.3f} | {cpu * 1000:.1f} ms "
+            f"| {shown} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,19 +192,15 @@ def main() -> None:
         header = json.loads(handle.readline())
         pages = [json.loads(line) for line in handle]
     print(f"Dev set: {len(pages)} pages ({header.get('source', args.devset.name)})\n")
-    results = {
-        "trafilatura default: extract(include_comments=False)": score(pages, trafilatura_default),
-        "the workers' analyze_article (page metadata from the head)": score(pages, workers_body),
+    extractors = {
+        "trafilatura default: extract(include_comments=False)": trafilatura_default,
+        "extraction.engine resiliparse": resiliparse_body,
+        "the workers' analyze_article (page metadata from the head)": workers_body,
     }
-    print("| extractor | F1 | precision | recall | CPU per page | classes |")
-    print("|---|---|---|---|---|---|")
-    for name, ((f1, precision, recall), cpu, per_page) in results.items():
-        classes = Counter(row[3] for row in per_page.values())
-        shown = ", ".join(f"{kind} {n}" for kind, n in classes.most_common())
-        print(
-            f"| {name} | {f1:.3f} | {precision:.3f} | {recall:.3f} | {cpu * 1000:.1f} ms "
-            f"| {shown} |"
-        )
+    results = {name: score(pages, extractor) for name, extractor in extractors.items()}
+    print_table(results)
+    print("\nThe speed benchmark's farm: 60 news-portal pages, bodies known exactly:\n")
+    print_table({name: score(farm_pages(), extractor) for name, extractor in extractors.items()})
     ours = list(results.values())[-1][2]
     print(f"\nWorst {args.worst} pages of the workers' function:\n")
     print("| page | F1 | P | R | class | read |")

@@ -212,3 +212,20 @@ def test_the_fleet_example_and_its_compose_file_agree(monkeypatch):
     assert "INGEST_DB_PASSWORD" in replicas["environment"]
     # The output volume is the one the config writes to, shared by every replica.
     assert f"output:{config.output.dir}" in replicas["volumes"]
+
+
+def test_the_resiliparse_engine_needs_its_package(tmp_path, monkeypatch):
+    text = "output:\n  dir: out\nstate:\n  path: s.db\nextraction:\n  engine: resiliparse\n"
+    assert load_config(write(tmp_path, text)).extraction.engine == "resiliparse"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "resiliparse" else real(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"extraction.engine: resiliparse is not installed"):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"extraction.engine: must be one of"):
+        load_config(write(tmp_path, text.replace("resiliparse", "boilerpipe")))

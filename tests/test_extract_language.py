@@ -51,6 +51,25 @@ def test_french_seed_page_gives_the_article_paragraphs_only():
     assert language.language == "fr" and language.confidence > 0.9
 
 
+def test_the_resiliparse_engine_keeps_the_seed_paragraphs_and_says_so():
+    html = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_bytes()
+    job = ArticleJob(
+        url="http://127.0.0.1/articles/fr.html",
+        page=html,
+        title="",
+        feed_content=None,
+        page_metadata=False,
+        engine="resiliparse",
+    )
+    analysis = analyze_article(job)
+    assert analysis.body.method == "resiliparse"
+    for paragraph in seed_paragraphs():
+        assert paragraph in analysis.body.text
+    # Faster, less picky: a date line and the source line stay (trafilatura drops them).
+    assert analysis.meta.title.startswith("Irak/Syrie")
+    assert analysis.language.language == "fr"
+
+
 def test_comments_are_excluded():
     html = article_html("Tram line", LOREM_EN).replace(
         "</article>",

@@ -51,6 +51,7 @@ def extract_page(
     fast: bool = False,
     extensive_date_search: bool = False,
     with_metadata: bool = True,
+    engine: str = "trafilatura",
 ) -> tuple[str, str | None, PageMetadata]:
     """trafilatura's body text (comments excluded), JSON-LD articleBody, and metadata.
 
@@ -61,6 +62,8 @@ def extract_page(
     Without `with_metadata` (the feed dates the entry), the metadata comes from a scan of
     the page's head tags instead of trafilatura's metadata pass, a third of its cost.
     """
+    if engine == "resiliparse":
+        return _extract_with_resiliparse(html)
     from trafilatura import bare_extraction
 
     if not with_metadata:
@@ -132,15 +135,40 @@ def _extract_without_metadata(
     return text, json_ld_body, meta
 
 
+def _extract_with_resiliparse(html: str) -> tuple[str, str | None, PageMetadata]:
+    """resiliparse's main-content text (no comments, forms, alt texts or link targets)
+    and the head tags' metadata: no trafilatura pass at all."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    meta = scan_head(html)
+    text = extract_plain_text(
+        HTMLTree.parse(html),
+        main_content=True,
+        preserve_formatting=True,
+        list_bullets=False,
+        alt_texts=False,
+        links=False,
+        form_fields=False,
+        noscript=False,
+        comments=False,
+    )
+    text = clean_text(text)
+    for title in (meta.title, first_heading(html)):
+        text = _drop_leading_title(text, title)
+    return text, json_ld_article_body(html), meta
+
+
 def choose_body(
     page_text: str,
     json_ld_text: str | None,
     feed_content: str | None,
     use_json_ld: bool = True,
     feed_summary: str | None = None,
+    engine: str = "trafilatura",
 ) -> Body:
     """Pick the body source; see the module docstring for the rule."""
-    body = Body(page_text, "trafilatura") if page_text else Body("", "none")
+    body = Body(page_text, engine) if page_text else Body("", "none")
     if (
         use_json_ld
         and json_ld_text

@@ -33,6 +33,7 @@ class ArticleJob:
     use_json_ld: bool = True
     fast: bool = False
     extensive_date_search: bool = False
+    engine: str = "trafilatura"
     # trafilatura's metadata pass (its date finding above all); without it the page's
     # head tags give the metadata. Wanted when the feed does not date the entry.
     page_metadata: bool = True
@@ -60,11 +61,13 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     html = decode_document(job.page, job.charset)[0] if job.page else ""
     if html:
         page_text, json_ld_text, meta = extract_page(
-            html, job.url, job.fast, job.extensive_date_search, job.page_metadata
+            html, job.url, job.fast, job.extensive_date_search, job.page_metadata, job.engine
         )
     else:
         page_text, json_ld_text, meta = "", None, PageMetadata()
-    body = choose_body(page_text, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
+    body = choose_body(
+        page_text, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary, job.engine
+    )
     extracted = time.process_time()
     title = job.title or meta.title or ""
     language = detect_language(

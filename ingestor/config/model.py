@@ -30,6 +30,7 @@ DEFAULT_TRACKING_PARAMS = (
     "ref_src",
 )
 LanguageDetector = Literal["langdetect", "py3langid"]
+ExtractionEngine = Literal["trafilatura", "resiliparse"]
 NearDuplicateMode = Literal["mark", "drop"]
 _REQUIRED = dataclasses.MISSING
 
@@ -117,6 +118,9 @@ class ExtractionConfig:
     min_text_length: int = setting(0, v.whole(0))
     fast: bool = setting(False, v.boolean)
     extensive_date_search: bool = setting(False, v.boolean)
+    # resiliparse: about a sixth of trafilatura's CPU per page, for volume over quality
+    # (bench/devset.py; on news portals it keeps teaser grids and comments).
+    engine: ExtractionEngine = setting("trafilatura", v.engine)
 
 
 @dataclass(frozen=True)

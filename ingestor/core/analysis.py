@@ -21,7 +21,7 @@ class PageMetadata:
 @dataclass(frozen=True)
 class Body:
     text: str
-    method: str  # trafilatura | json_ld | feed_content | feed_summary | none
+    method: str  # trafilatura | resiliparse | json_ld | feed_content | feed_summary | none
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,7 @@ class ArticleWorker(UsesParts):
             use_json_ld=extraction.use_json_ld,
             fast=extraction.fast,
             extensive_date_search=extraction.extensive_date_search,
+            engine=extraction.engine,
             # The feed's date wins over the page's: without one, trafilatura finds it.
             page_metadata=entry.published is None and entry.updated is None,
             detector=self.config.language.detector,
