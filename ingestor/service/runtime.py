@@ -63,9 +63,9 @@ def _cpu_report(
     metrics: Metrics, store: StateStore, sink: FileSink, startup: float, loop_started: float
 ) -> Callable[[], Awaitable[None]]:
     """CPU by stage in the main process, as running totals: start-up (imports,
-    configuration), the event loop's thread (HTTP, scheduling, dedup decisions, records to
-    JSON), the state store's thread and the writing of record files. Worker stages are
-    counted per job."""
+    configuration), the event loop's thread (HTTP, scheduling, hand-offs), the state
+    store's thread (SQLite; there also the dedup decision and the record's JSON) and the
+    writing of record files. Worker stages are counted per job."""
     metrics.set_cpu("main_startup", startup)
 
     async def report() -> None:
