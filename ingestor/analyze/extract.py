@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from ingestor.analyze.edges import trim_edges
 from ingestor.analyze.headmeta import first_heading, html_lang, parse_date, scan_head
 from ingestor.core.analysis import Body, PageMetadata
 from ingestor.core.cleaning import clean_line, clean_text
@@ -87,7 +88,7 @@ def extract_page(
         return "", json_ld_body, PageMetadata(html_lang=lang)
     data = document.as_dict() if hasattr(document, "as_dict") else dict(document)
     title = clean_line(data.get("title"), 1000) or None
-    text = _drop_leading_title(clean_text(data.get("text")), title)
+    text = trim_edges(_drop_leading_title(clean_text(data.get("text")), title), title)
     return (
         text,
         json_ld_body,
@@ -132,7 +133,7 @@ def _extract_without_metadata(
     # trafilatura's metadata title is often the page's <h1>, which its text starts with.
     for title in (meta.title, first_heading(html)):
         text = _drop_leading_title(text, title)
-    return text, json_ld_body, meta
+    return trim_edges(text, meta.title), json_ld_body, meta
 
 
 def _extract_with_resiliparse(html: str) -> tuple[str, str | None, PageMetadata]:
@@ -156,7 +157,7 @@ def _extract_with_resiliparse(html: str) -> tuple[str, str | None, PageMetadata]
     text = clean_text(text)
     for title in (meta.title, first_heading(html)):
         text = _drop_leading_title(text, title)
-    return text, json_ld_article_body(html), meta
+    return trim_edges(text, meta.title), json_ld_article_body(html), meta
 
 
 def choose_body(
