@@ -127,12 +127,14 @@ def feed_to_json(state: FeedState) -> str:
 
 
 _FEED_FIELDS = tuple(f.name for f in dataclasses.fields(FeedState))
+_KNOWN_FEED_FIELDS = frozenset(_FEED_FIELDS)
 
 
 def feed_from_json(text: str) -> FeedState:
     data = json.loads(text)
-    known = {f.name for f in dataclasses.fields(FeedState)}
-    data = {k: v for k, v in data.items() if k in known}
+    if not data.keys() <= _KNOWN_FEED_FIELDS:
+        # Written by another version: its extra fields are not this one's.
+        data = {k: v for k, v in data.items() if k in _KNOWN_FEED_FIELDS}
     for key in ("skip_hours", "skip_days", "recent_entry_times"):
         if key in data and isinstance(data[key], list):
             data[key] = tuple(data[key])
