@@ -40,6 +40,7 @@ ARTICLE_CALLS = (
     "claim_articles",
     "prepare_article",
     "commit_article",
+    "settle_article",  # SQLite: one call (PostgreSQL counts its prepare and commit)
     "reschedule_article",
     "record_by_canonical",
 )

@@ -39,7 +39,7 @@ class StateStore(Protocol):
 
     shared: bool
     round_trips: int  # calls that reached the database so far (for the benchmark)
-    round_trips_by: Counter[str]  # the same per store method
+    round_trips_by: Counter[str]  # calls per store method (SQLite may group several)
     # CPU spent in a thread of the store's own (SQLite's state thread); a store that works
     # on the event loop (PostgreSQL) counts none here.
     thread_cpu_seconds: float

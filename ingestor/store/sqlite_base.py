@@ -26,15 +26,16 @@ from ingestor.store.sqlite_schema import RECOVERY_HINT, SCHEMA, SCHEMA_VERSION
 T = TypeVar("T")
 
 
+# (store method, its body, its before-commit hook, its caller's future)
 _GroupCall = tuple[
-    Callable[[sqlite3.Connection], Any], Callable[[], None] | None, "asyncio.Future[Any]"
+    str, Callable[[sqlite3.Connection], Any], Callable[[], None] | None, "asyncio.Future[Any]"
 ]
 
 
 def _run_group(group: list[_GroupCall], conn: sqlite3.Connection) -> list[object]:
     outcomes: list[object] = []
     hooks: list[Callable[[], None]] = []
-    for body, hook, _future in group:
+    for _name, body, hook, _future in group:
         conn.execute("SAVEPOINT grouped")
         try:
             outcomes.append(body(conn))
@@ -59,9 +60,10 @@ class SQLiteConnection:
         self._lock_fd: int | None = None
         self._has_frontier = True
         self.round_trips = 0  # calls into the state thread (the benchmark's count)
-        self.round_trips_by: Counter[str] = Counter()  # ...per store method
+        # Store method calls served by the state thread, per method (grouped calls share
+        # one call into the thread: each counts here, their group once in round_trips).
+        self.round_trips_by: Counter[str] = Counter()
         self.thread_cpu_seconds = 0.0  # CPU the state thread spent in calls
-        self.thread_cpu_by: Counter[str] = Counter()  # ...by the store method that called
         # Group commit: calls waiting for the next shared transaction, and whether one runs.
         self._group: list[_GroupCall] = []
         self._group_running = False
@@ -179,21 +181,20 @@ class SQLiteConnection:
             self._conn = None
         self._release_lock()
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        caller = sys._getframe(1).f_code.co_name
+    async def _run(self, function: Callable[..., T], *args: Any, calls: Sequence[str] = ()) -> T:
+        """`function(*args)` in the state thread; `calls` names the store methods it
+        serves (by default the caller)."""
         self.round_trips += 1
-        self.round_trips_by[caller] += 1
+        self.round_trips_by.update(calls or (sys._getframe(1).f_code.co_name,))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed, caller, function, args)
+        return await loop.run_in_executor(self._executor, self._timed, function, args)
 
-    def _timed(self, caller: str, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _timed(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         started = time.thread_time()
         try:
             return function(*args)
         finally:
-            spent = time.thread_time() - started
-            self.thread_cpu_seconds += spent
-            self.thread_cpu_by[caller] += spent
+            self.thread_cpu_seconds += time.thread_time() - started
 
     async def _grouped(
         self,
@@ -205,7 +206,7 @@ class SQLiteConnection:
         caller gets the exception). `before_commit` hooks run once per transaction, after
         every body and before COMMIT; if one raises, nothing of the group is committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._group.append((body, before_commit, future))
+        self._group.append((sys._getframe(1).f_code.co_name, body, before_commit, future))
         if not self._group_running:
             # On the loop's next turn: the calls made in this turn join the group.
             self._group_running = True
@@ -214,7 +215,10 @@ class SQLiteConnection:
 
     def _start_group(self) -> None:
         group, self._group = self._group, []
-        task = asyncio.ensure_future(self._run(self._transaction, partial(_run_group, group)))
+        calls = [name for name, *_rest in group]
+        task = asyncio.ensure_future(
+            self._run(self._transaction, partial(_run_group, group), calls=calls)
+        )
         task.add_done_callback(partial(self._group_done, group))
 
     def _group_done(self, group: list[_GroupCall], task: asyncio.Future[list[object]]) -> None:
@@ -224,7 +228,7 @@ class SQLiteConnection:
             outcomes = [error] * len(group)
         else:
             outcomes = task.result()
-        for (_body, _hook, future), outcome in zip(group, outcomes, strict=True):
+        for (_name, _body, _hook, future), outcome in zip(group, outcomes, strict=True):
             if future.done():
                 continue
             if isinstance(outcome, BaseException):
