@@ -88,7 +88,8 @@ def extract_page(
         return "", json_ld_body, PageMetadata(html_lang=lang)
     data = document.as_dict() if hasattr(document, "as_dict") else dict(document)
     title = clean_line(data.get("title"), 1000) or None
-    text = trim_edges(_drop_leading_title(clean_text(data.get("text")), title), title)
+    # trim_edges drops the title wherever the body repeats it, first paragraph included.
+    text = trim_edges(clean_text(data.get("text")), title)
     return (
         text,
         json_ld_body,
@@ -129,11 +130,7 @@ def _extract_without_metadata(
     if document is None:
         return "", json_ld_body, meta
     data = document.as_dict() if hasattr(document, "as_dict") else dict(document)
-    text = clean_text(data.get("text"))
-    # trafilatura's metadata title is often the page's <h1>, which its text starts with.
-    for title in (meta.title, first_heading(html)):
-        text = _drop_leading_title(text, title)
-    return trim_edges(text, meta.title), json_ld_body, meta
+    return _body_without_head(data.get("text"), html, meta), json_ld_body, meta
 
 
 def _extract_with_resiliparse(html: str) -> tuple[str, str | None, PageMetadata]:
@@ -154,10 +151,16 @@ def _extract_with_resiliparse(html: str) -> tuple[str, str | None, PageMetadata]
         noscript=False,
         comments=False,
     )
-    text = clean_text(text)
+    return _body_without_head(text, html, meta), json_ld_article_body(html), meta
+
+
+def _body_without_head(text: str | None, html: str, meta: PageMetadata) -> str:
+    """The extracted text cleaned, without the headline it often starts with (the title,
+    then the page's <h1>) and without what sits at its edges."""
+    body = clean_text(text)
     for title in (meta.title, first_heading(html)):
-        text = _drop_leading_title(text, title)
-    return trim_edges(text, meta.title), json_ld_article_body(html), meta
+        body = _drop_leading_title(body, title)
+    return trim_edges(body, meta.title)
 
 
 def choose_body(
