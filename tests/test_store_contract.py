@@ -12,6 +12,7 @@ import pytest
 
 from ingestor.core import frontier
 from ingestor.core.entry import FeedEntry
+from ingestor.core.journal import JournalEntry
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -22,6 +23,7 @@ from ingestor.core.state import (
     ItemRetry,
     PollCommit,
     Settlement,
+    StagedFile,
 )
 from ingestor.core.urls import TrackingParams
 from ingestor.errors import SinkError
@@ -253,27 +255,51 @@ async def test_the_schedule_hands_out_due_feeds_earliest_first(store):
 
 
 class RecordedFiles:
-    """RecordFiles that keep files in memory and note, at each sync, which records the
-    state already calls done (read through a connection of its own)."""
+    """RecordFiles that keep files in memory and note, at each sync (before the commit)
+    and each publish (after it), which records the state already calls done (read through
+    a connection of its own)."""
 
     def __init__(self, done_now, fail_on: str = "") -> None:
         self.done_now = done_now
         self.fail_on = fail_on
+        self.staged: dict[str, bytes] = {}
         self.files: dict[str, bytes] = {}
         self.unsynced: list[str] = []
         self.synced: list[list[str]] = []
         self.done_at_sync: list[set[str]] = []
+        self.queued: list[tuple[StagedFile | None, JournalEntry | None]] = []
+        self.published: list[tuple[str | None, JournalEntry | None]] = []
+        self.done_at_publish: list[set[str]] = []
 
-    def put(self, data: bytes, location: str) -> None:
+    def put(self, data: bytes, location: str) -> StagedFile:
         if location == self.fail_on:
             raise SinkError(f"cannot write record {location}: disk full")
-        self.files[location] = data
+        name = f"staged-{len(self.staged)}"
+        self.staged[name] = data
         self.unsynced.append(location)
+        return StagedFile(name, location)
+
+    def discard(self, staged: StagedFile) -> None:
+        del self.staged[staged.staging_name]
 
     def sync(self) -> None:
         self.done_at_sync.append(self.done_now())
         self.synced.append(self.unsynced)
         self.unsynced = []
+
+    def queue(self, staged: StagedFile | None, entry: JournalEntry | None) -> None:
+        self.queued.append((staged, entry))
+
+    def publish(self) -> None:
+        self.done_at_publish.append(self.done_now())
+        for staged, entry in self.queued:
+            if staged is not None:
+                self.files[staged.location] = self.staged.pop(staged.staging_name)
+            self.published.append((staged.location if staged else None, entry))
+        self.queued = []
+
+    def abandon(self) -> None:
+        self.queued = []
 
 
 def _done_reader(backend):
@@ -339,12 +365,23 @@ async def test_articles_settled_together_see_each_other_and_their_files_come_fir
     if backend.kind == "sqlite":  # one call into the state thread, one transaction
         assert store.round_trips - trips == 1
         assert store.round_trips_by["settle_article"] == 4  # each call still counted by name
-    # Each file was in place and synced while the state did not yet call it done.
+    # Each file was staged and synced while the state did not yet call it done, and put
+    # in place only once it did, with its journal entry (gap-free seq, commit order).
     assert sorted(files.files) == ["loc/r0.json", "loc/r2.json"]
+    assert files.staged == {}  # the failed one's staged file was discarded
     assert sorted(loc for batch in files.synced for loc in batch) == sorted(files.files)
     for batch, done in zip(files.synced, files.done_at_sync, strict=True):
         assert not {loc.removeprefix("loc/").removesuffix(".json") for loc in batch} & done
+    assert all(done >= {"r0", "r2"} for done in files.done_at_publish[-1:])
+    entries = [entry for _loc, entry in files.published]
+    assert [(e.seq, e.op, e.record_id, e.path) for e in entries] == [
+        (1, "create", "r0", "loc/r0.json"),
+        (2, "create", "r2", "loc/r2.json"),
+    ]
     assert _done_reader(backend)() == {"r0", "r2"}
+    assert await store.journal_since(0, 10) == entries
+    assert await store.journal_since(1, 10) == entries[1:]
+    assert (await store.journal_latest(["r2", "r1"])) == {"r2": entries[1]}
     # The failed one committed nothing: its item alone is still queued.
     assert (await store.frontier_summary(NOW + 120)).size == 1
     (again,) = (await store.claim_articles([("h:80", 4)], NOW + 120, NOW + 180)).items

@@ -58,6 +58,10 @@ def required(cls: type) -> tuple[str, ...]:
 class OutputConfig:
     dir: Path = setting(_REQUIRED, v.path)
     pretty: bool = setting(False, v.boolean)
+    journal: bool = setting(True, v.boolean)
+    journal_segment_size: int = setting(64 * 1024 * 1024, v.parse_size)
+    journal_segment_age: float = setting(86400.0, v.positive_duration)
+    retention: float | None = setting(None, v.optional_duration)
 
 
 @dataclass(frozen=True)

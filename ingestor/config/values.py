@@ -222,6 +222,13 @@ def positive_duration(value: Any) -> float:
     return seconds
 
 
+def optional_duration(value: Any) -> float | None:
+    """A positive duration, or off (false, null, "off")."""
+    if value is None or value is False or (isinstance(value, str) and value.lower() == "off"):
+        return None
+    return positive_duration(value)
+
+
 def path(value: Any) -> Path:
     return Path(text(value)).expanduser()
 

@@ -50,6 +50,9 @@ def decide_article(
     existing = prep.existing
     updated_at: datetime | None = None
     if existing is not None and existing.done:
+        if existing.deleted:
+            # output.retention removed it: an old article's late edit does not bring it back.
+            return Settlement(article_commit(item, seen=rid), "unchanged")
         if not item.is_update:
             # The page's rel=canonical named an article written already.
             return Settlement(article_commit(item, seen=rid), "url_duplicate")
@@ -93,6 +96,7 @@ def decide_article(
         band_keys=prints.band_keys,
         committed_at=now.timestamp(),
         entry_updated=item.entry.updated.timestamp() if item.entry.updated else None,
+        op="update" if updated_at is not None else "create",
     )
     return Settlement(
         article_commit(item, record=commit_item, failure=facts.failure),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 from ingestor.core.frontier import FrontierItem, NewItem
+from ingestor.core.journal import JournalChange, JournalEntry, JournalOp
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class RecordRef:
     done: bool
     content_hash: str | None = None
     first_ingested: float = 0.0
+    deleted: bool = False  # its file was removed by output.retention
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,12 @@ class CommitItem:
     band_keys: Sequence[int]
     committed_at: float
     entry_updated: float | None = None
+    op: JournalOp = "create"  # for the journal: a new record, or a changed one
+
+    def journal_change(self, location: str) -> JournalChange:
+        return JournalChange(
+            self.op, self.record_id, location, self.content_hash, self.committed_at
+        )
 
 
 @dataclass(frozen=True)
@@ -200,14 +208,36 @@ class Settlement:
     updated: bool = False
 
 
-class RecordFiles(Protocol):
-    """Where settle_article puts record files, from inside the store's transaction:
-    `put` makes one file durable under its final name, `sync` makes the names of all files
-    put since the last sync durable (a directory fsync each, shared by a batch)."""
+@dataclass(frozen=True)
+class StagedFile:
+    """A record file written durably under a staging name, not yet under its own."""
 
-    def put(self, data: bytes, location: str) -> None: ...
+    staging_name: str
+    location: str
+
+
+class RecordFiles(Protocol):
+    """Where the store's transactions put record files and journal lines.
+
+    Inside a transaction: `put` stages a file (durable under a staging name), `discard`
+    drops one whose change rolled back, `sync` makes the staged names durable (once per
+    transaction), `queue` says what to do once the transaction commits (install a staged
+    file, delete a file, append the change's journal line). After COMMIT the store calls
+    `publish` (files renamed into place, then journal lines appended); after a failed
+    COMMIT, `abandon` (staged files stay for the reconciliation at the next start, as
+    the commit's fate may be unknown)."""
+
+    def put(self, data: bytes, location: str) -> StagedFile: ...
+
+    def discard(self, staged: StagedFile) -> None: ...
 
     def sync(self) -> None: ...
+
+    def queue(self, staged: StagedFile | None, entry: JournalEntry | None) -> None: ...
+
+    def publish(self) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.store = store
+        self.sink = sink
         self.metrics = metrics or Metrics()
         self.summary = PassSummary()
         self.progress: Callable[[PassSummary], None] | None = None

@@ -115,6 +115,33 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the article frontier per host instead of the feeds (with --json too)",
     )
+    tail = command(
+        "tail",
+        "Print the change journal (records created, updated, deleted) as JSON lines, in "
+        "journal order; with --follow, new lines as they come.",
+    )
+    tail.add_argument("--config", required=True, type=Path)
+    tail.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="start after this seq (default 0: from the oldest line kept)",
+    )
+    tail.add_argument("--follow", action="store_true", help="wait for new lines (until SIGINT)")
+    tail.add_argument(
+        "--cursor",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="resume after the seq kept in FILE (overrides --since) and keep the last seq "
+        "delivered there",
+    )
+    tail.add_argument(
+        "--paths",
+        action="store_true",
+        help="the journal lines only (seq, op, id, path, ...), without each record's content",
+    )
     migrate = command(
         "migrate-state",
         "Move a single machine's SQLite state into PostgreSQL (validators, seen entries, "
@@ -139,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "check-config": _cmd_check_config,
         "import-opml": _cmd_import_opml,
         "status": _cmd_status,
+        "tail": _cmd_tail,
         "migrate-state": _cmd_migrate_state,
     }
     try:
@@ -188,6 +216,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     from ingestor.core.metrics import Metrics
+    from ingestor.pipeline.journal import apply_retention
     from ingestor.service.runtime import open_pipeline
 
     progress = _Progress() if sys.stderr.isatty() else _LogProgress()
@@ -199,6 +228,9 @@ async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
         await pipeline.store.prune(
             time.time(), config.state.seen_entry_max_age, config.dedup.window
         )
+        if config.output.retention is not None:
+            retention = config.output.retention
+            await apply_retention(pipeline.store, pipeline.sink, retention, time.time())
     if isinstance(progress, _Progress):
         progress.finish()
     if metrics_file is not None:
@@ -333,6 +365,16 @@ def _cmd_import_opml(args: argparse.Namespace) -> int:
 
 def _indent(text: str) -> str:
     return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from ingestor.service.tail import TailOptions, tail
+
+    if args.since < 0:
+        raise ConfigError(["--since: must be 0 or a journal seq"])
+    config = load_config(args.config)
+    options = TailOptions(args.since, args.follow, args.cursor, args.paths)
+    return asyncio.run(tail(config, options, sys.stdout.buffer))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -21,10 +21,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ingestor.config.load import load_config
 from ingestor.config.model import Config, FeedConfig, sections
 from ingestor.core import schedule
+from ingestor.core.journal import upkeep_interval
 from ingestor.core.metrics import Metrics
 from ingestor.core.state import FeedState
 from ingestor.core.urls import host_key
-from ingestor.errors import ConfigError, StateError
+from ingestor.errors import ConfigError, IngestorError, StateError
+from ingestor.pipeline.journal import apply_retention
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.pipeline import Pipeline
 from ingestor.service.metrics import MetricsServer
@@ -121,6 +123,16 @@ class Daemon:
                 self._prune,
                 "interval",
                 seconds=_PRUNE_EVERY,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            scheduler.add_job(
+                self._journal_upkeep,
+                "interval",
+                seconds=upkeep_interval(
+                    self.config.output.retention, self.config.output.journal_segment_age
+                ),
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
@@ -257,6 +269,18 @@ class Daemon:
         )
         if removed:
             log.info("pruned %d old entry keys and fingerprints", removed)
+
+    async def _journal_upkeep(self) -> None:
+        if self.pipeline is None:
+            return
+        output, sink = self.config.output, self.pipeline.sink
+        try:
+            if output.retention is not None:
+                await apply_retention(self.pipeline.store, sink, output.retention, time.time())
+            elif sink.journal is not None:
+                await asyncio.to_thread(sink.journal.rotate_if_old, time.time())
+        except IngestorError as exc:
+            log.error("journal upkeep: %s (tried again later)", exc)
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; feeds added, removed and changed take effect now."""

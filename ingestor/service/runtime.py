@@ -12,9 +12,11 @@ from ingestor.analyze.pool import WorkerPool
 from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.http.fetcher import Fetcher
+from ingestor.pipeline.journal import reconcile_journal
 from ingestor.pipeline.pipeline import Pipeline
 from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
+from ingestor.sink.journal import JournalWriter
 from ingestor.store.factory import instance_id, make_store
 from ingestor.store.protocol import StateStore
 
@@ -31,8 +33,18 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
         name_instance(instance_id(config.state))
     await store.open()
     try:
-        sink = FileSink(config.output.dir, config.output.pretty)
+        output = config.output
+        journal = None
+        if output.journal:
+            journal = JournalWriter(
+                output.dir,
+                store.journal_writer,
+                output.journal_segment_size,
+                output.journal_segment_age,
+            )
+        sink = FileSink(output.dir, output.pretty, journal)
         sink.prepare()
+        await reconcile_journal(store, sink)
         if metrics is not None:
             report = _cpu_report(metrics, store, sink, startup_cpu, loop_started)
             metrics.collectors.append(report)
@@ -49,6 +61,8 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
                     yield pipeline
                 finally:
                     await pipeline.stop(config.pipeline.shutdown_grace)
+                    if journal is not None:
+                        await asyncio.to_thread(journal.close)
         finally:
             await asyncio.to_thread(pool.close)
             if metrics is not None:

@@ -2,62 +2,80 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
+import json
+import logging
 import os
 import secrets
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from ingestor.core.journal import JournalEntry
 from ingestor.core.record import Record
+from ingestor.core.state import RecordFiles, StagedFile
 from ingestor.errors import SinkError
+from ingestor.sink.journal import JournalWriter
+
+log = logging.getLogger("ingestor.sink")
 
 
-class OutputSink(Protocol):
+class OutputSink(RecordFiles, Protocol):
     """A destination for records. `location` is chosen once per id and kept in state."""
 
-    def location_for(self, record_id: str, first_ingested: datetime) -> str: ...
+    journal: JournalWriter | None
 
-    async def write(self, record: Record, location: str) -> None: ...
+    def location_for(self, record_id: str, first_ingested: datetime) -> str: ...
 
     def encode(self, record: Record) -> bytes:
         """The record as this sink stores it."""
         ...
 
-    def put(self, data: bytes, location: str) -> None:
-        """Write one record's bytes durably under `location` (called from the state
-        store's transaction, in its thread); `sync` makes the new names durable."""
-        ...
-
-    def sync(self) -> None: ...
-
     def prepare(self) -> None:
-        """Called once at start: fail early if unusable, clean what a crash left."""
+        """Called once at start: fail early if unusable."""
         ...
 
 
 STAGING_DIR = ".staging"
+_STAGED_SUFFIX = ".staged"
+
+
+@dataclass(frozen=True)
+class StagedRecord:
+    """A staged file found at start: its name and what its JSON says it is."""
+
+    path: Path
+    record_id: str | None
+    content_hash: str | None
 
 
 class FileSink:
-    """`<dir>/YYYY/MM/DD/<id>.json`, written atomically: temp file, fsync, rename.
+    """`<dir>/YYYY/MM/DD/<id>.json`, written so that a file appears under its own name only
+    once the state store has committed it: written and fsynced under
+    `<dir>/.staging/.<id>.<random>.staged`, renamed into place after the commit, and only
+    then named in the journal (`<dir>/journal/`). A consumer's `*.json` glob never matches
+    a staged file or a journal segment, the rename stays on one file system, and what a
+    crash left staged is settled at the next start against the state (reconcile)."""
 
-    Temporary files are `<dir>/.staging/.<id>.<random>.tmp`: a consumer's `*.json` glob
-    never matches them, the rename stays on one file system, and whatever a crash left
-    behind is cleared at the next start without walking the whole output tree.
-    """
-
-    def __init__(self, directory: Path, pretty: bool = False) -> None:
+    def __init__(
+        self, directory: Path, pretty: bool = False, journal: JournalWriter | None = None
+    ) -> None:
         self.directory = directory
         self.staging = directory / STAGING_DIR
         self.pretty = pretty
+        self.journal = journal
         self.thread_cpu_seconds = 0.0  # CPU spent writing, in the writing threads
-        # Directories that got a new name since the last sync (put and sync are called from
-        # one thread, the state store's).
-        self._unsynced: set[Path] = set()
+        self.publish_errors = 0
+        # Staged files since the last sync; what the last transaction committed, in order;
+        # what an earlier publish could not finish (retried first, in order).
+        self._staged_unsynced = False
+        self._queued: list[tuple[StagedFile | None, JournalEntry | None]] = []
+        self._backlog: list[tuple[StagedFile | None, JournalEntry | None]] = []
+        self._lock = threading.RLock()
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str:
         if not record_id.isalnum():
@@ -81,8 +99,8 @@ class FileSink:
             ) from None
 
     def remove_stale_temp_files(self) -> int:
-        """Temp files of writes a crash interrupted (call only while holding the state lock,
-        so that no other writer is using the staging directory)."""
+        """Half-written temp files of earlier versions and probes (call only while holding
+        the state lock, so that no other writer is using the staging directory)."""
         removed = 0
         for leftover in self.staging.glob(".*.tmp"):
             with contextlib.suppress(OSError):
@@ -90,49 +108,139 @@ class FileSink:
                 removed += 1
         return removed
 
-    async def write(self, record: Record, location: str) -> None:
-        data = record.to_json(self.pretty) + b"\n"
-        await asyncio.to_thread(self._write_atomically, self.directory / location, data)
-
     def encode(self, record: Record) -> bytes:
         return record.to_json(self.pretty) + b"\n"
 
-    def put(self, data: bytes, location: str) -> None:
+    # --- inside the store's transaction ---
+
+    def put(self, data: bytes, location: str) -> StagedFile:
         started = time.thread_time()
         try:
-            target = self.directory / location
-            self._write_file(target, data, sync_directory=False)
-            self._unsynced.add(target.parent)
+            stem = Path(location).stem
+            name = f".{stem}.{secrets.token_hex(4)}{_STAGED_SUFFIX}"
+            self._write_staged(self.staging / name, data, location)
+            self._staged_unsynced = True
+            return StagedFile(name, location)
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
+
+    def discard(self, staged: StagedFile) -> None:
+        with contextlib.suppress(OSError):
+            (self.staging / staged.staging_name).unlink()
 
     def sync(self) -> None:
+        if not self._staged_unsynced:
+            return
         started = time.thread_time()
         try:
-            while self._unsynced:
-                directory = self._unsynced.pop()
-                try:
-                    _fsync_directory(directory)
-                except OSError as exc:
-                    raise SinkError(
-                        f"cannot sync output directory {directory}: {exc.strerror or exc}"
-                    ) from None
+            self._staged_unsynced = False
+            _sync_or_fail(self.staging)
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
 
-    def _write_atomically(self, target: Path, data: bytes) -> None:
-        started = time.thread_time()
-        try:
-            self._write_file(target, data)
-        finally:
-            self.thread_cpu_seconds += time.thread_time() - started
+    def queue(self, staged: StagedFile | None, entry: JournalEntry | None) -> None:
+        with self._lock:
+            self._queued.append((staged, entry))
 
-    def _write_file(self, target: Path, data: bytes, sync_directory: bool = True) -> None:
-        tmp = self.staging / f".{target.stem}.{secrets.token_hex(4)}.tmp"
+    def abandon(self) -> None:
+        with self._lock:
+            self._queued.clear()
+
+    # --- after the commit ---
+
+    def publish(self) -> None:
+        """Install what the last transaction committed, in commit order: staged files
+        renamed into place and deleted files removed (their directories fsynced), then the
+        journal lines appended. What fails stays for the next call (logged once per call),
+        so that the journal never names a file that is not there."""
+        started = time.thread_time()
+        with self._lock:
+            work, self._backlog = self._backlog + self._queued, []
+            self._queued = []
+            done: list[JournalEntry] = []
+            directories: set[Path] = set()
+            try:
+                for index, (staged, entry) in enumerate(work):
+                    try:
+                        self._install(staged, entry, directories)
+                    except OSError as exc:
+                        self._backlog = work[index:]
+                        self.publish_errors += 1
+                        what = entry.path if entry else staged.location if staged else "?"
+                        log.error(
+                            "cannot publish record %s in %s: %s (retried with the next one)",
+                            what,
+                            self.directory,
+                            exc.strerror or exc,
+                        )
+                        break
+                    if entry is not None:
+                        done.append(entry)
+                for directory in directories:
+                    with contextlib.suppress(FileNotFoundError):
+                        _fsync_directory(directory)
+                if self.journal is not None and done:
+                    try:
+                        self.journal.append(done)
+                    except SinkError as exc:
+                        self.publish_errors += 1
+                        log.error("%s (the lines are appended at the next start)", exc)
+            finally:
+                self.thread_cpu_seconds += time.thread_time() - started
+
+    def _install(
+        self, staged: StagedFile | None, entry: JournalEntry | None, directories: set[Path]
+    ) -> None:
+        if staged is not None:
+            target = self.directory / staged.location
+            source = self.staging / staged.staging_name
+            try:
+                os.replace(source, target)
+            except FileNotFoundError:
+                if not source.exists():
+                    # Installed by an earlier try whose journal append failed.
+                    return
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+            directories.add(target.parent)
+        elif entry is not None and entry.op == "delete":
+            target = self.directory / entry.path
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            directories.add(target.parent)
+
+    # --- reconciliation at start ---
+
+    def staged_records(self) -> list[StagedRecord]:
+        found = []
+        for path in self.staging.glob(f".*{_STAGED_SUFFIX}"):
+            record_id, content_hash = _identity(path)
+            found.append(StagedRecord(path, record_id, content_hash))
+        return found
+
+    def content_hash_at(self, location: str) -> str | None:
+        return _identity(self.directory / location)[1]
+
+    def install_staged(self, staged: StagedRecord, location: str) -> None:
+        target = self.directory / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.path, target)
+        _fsync_directory(target.parent)
+
+    def exists(self, location: str) -> bool:
+        return (self.directory / location).is_file()
+
+    def remove(self, location: str) -> None:
+        target = self.directory / location
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+            _fsync_directory(target.parent)
+
+    def _write_staged(self, path: Path, data: bytes, location: str) -> None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            (self.directory / location).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)
                 while view:
@@ -140,18 +248,35 @@ class FileSink:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
-            if sync_directory:
-                _fsync_directory(target.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                path.unlink()
             reason = (
                 "disk full"
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
                 else (exc.strerror or str(exc))
             )
-            raise SinkError(f"cannot write record {target}: {reason}") from None
+            raise SinkError(f"cannot write record {self.directory / location}: {reason}") from None
+
+
+def _identity(path: Path) -> tuple[str | None, str | None]:
+    """A record file's id and content hash (None, None when it is missing or unreadable)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    return data.get("id"), data.get("content_hash")
+
+
+def _sync_or_fail(directory: Path) -> None:
+    try:
+        _fsync_directory(directory)
+    except OSError as exc:
+        raise SinkError(
+            f"cannot sync output directory {directory}: {exc.strerror or exc}"
+        ) from None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -7,12 +7,19 @@ import os
 import socket
 
 from ingestor.config.model import StateConfig
+from ingestor.core.journal import writer_name
 from ingestor.store.protocol import StateStore
 
 
 def instance_id(config: StateConfig) -> str:
     """This process's name in leases, logs and metrics: state.instance_id, else host:pid."""
     return config.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def journal_writer(config: StateConfig) -> str:
+    """Whose journal segments an instance appends to: state.instance_id, else the host
+    name (not the pid: a restarted instance finishes the segments its predecessor left)."""
+    return writer_name(config.instance_id or socket.gethostname())
 
 
 def make_store(config: StateConfig, *, read_only: bool = False) -> StateStore:
@@ -24,6 +31,7 @@ def make_store(config: StateConfig, *, read_only: bool = False) -> StateStore:
             instance_id=instance_id(config),
             lease_ttl=config.lease_ttl,
             read_only=read_only,
+            journal_writer=journal_writer(config),
         )
     from ingestor.store.sqlite import SQLiteStateStore
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
+from ingestor.core.journal import JournalChange, JournalEntry, with_seq
 from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
@@ -20,6 +21,7 @@ from ingestor.core.state import (
     RecordFiles,
     RecordRef,
     Settlement,
+    StagedFile,
 )
 from ingestor.store.postgres_frontier import PostgresFrontier
 from ingestor.store.postgres_sql import (
@@ -27,12 +29,24 @@ from ingestor.store.postgres_sql import (
     RECORD_BY,
     write_record,
 )
-from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, record_ref
+from ingestor.store.sqlite_schema import (
+    JOURNAL_COLUMNS,
+    feed_from_json,
+    feed_to_json,
+    journal_entry,
+    record_ref,
+)
 
 
-def _put_durably(files: RecordFiles, output: tuple[bytes, str]) -> None:
-    files.put(*output)
+def _put_durably(files: RecordFiles, output: tuple[bytes, str]) -> StagedFile:
+    staged = files.put(*output)
     files.sync()
+    return staged
+
+
+def _publish(files: RecordFiles, staged: StagedFile | None, entry: JournalEntry | None) -> None:
+    files.queue(staged, entry)
+    files.publish()
 
 
 SAVE_FEED_KEEPING_LEASE = (
@@ -61,15 +75,85 @@ class PostgresStateStore(PostgresFrontier):
         decide: Callable[[ArticlePrep], Settlement],
         files: RecordFiles,
     ) -> Settlement:
-        """prepare, decide, put the file, commit: two round trips, as the database's own
-        functions (ingestor_prepare_article, ingestor_commit_article) keep racing instances
-        apart; within this one a lock keeps articles in order, as SQLite's thread does."""
+        """prepare, decide, stage the file, commit, publish: two round trips, as the
+        database's own functions (ingestor_prepare_article, ingestor_commit_article) keep
+        racing instances apart; within this one a lock keeps articles (and their journal
+        lines) in order, as SQLite's thread does. A failed commit leaves its staged file:
+        whether the database committed it is unknown, and the next start settles it."""
         async with self._settle_lock:
             settlement = decide(await self.prepare_article(lookup))
+            staged = None
             if settlement.output is not None:
-                await asyncio.to_thread(_put_durably, files, settlement.output)
-            await self.commit_article(settlement.commit)
+                staged = await asyncio.to_thread(_put_durably, files, settlement.output)
+            entry = await self._commit_article(settlement.commit)
+            if staged is not None or entry is not None:
+                await asyncio.to_thread(_publish, files, staged, entry)
             return settlement
+
+    async def journal_since(
+        self, seq: int, limit: int, writer: str | None = None
+    ) -> list[JournalEntry]:
+        where = "seq > %s" + ("" if writer is None else " AND writer = %s")
+        args: tuple[object, ...] = (seq,) if writer is None else (seq, writer)
+        rows = await self._fetch(
+            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT %s",
+            (*args, limit),
+        )
+        return [journal_entry(row) for row in rows]
+
+    async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        if not record_ids:
+            return {}
+        rows = await self._fetch(
+            f"SELECT DISTINCT ON (record_id) {JOURNAL_COLUMNS} FROM journal "
+            "WHERE record_id = ANY(%s) ORDER BY record_id, seq DESC",
+            (list(dict.fromkeys(record_ids)),),
+        )
+        return {row[2]: journal_entry(row) for row in rows}
+
+    async def expire_records(
+        self, before: float, now: float, limit: int, files: RecordFiles
+    ) -> int:
+        """output.retention: records first ingested before `before` are marked deleted and
+        journalled, then their files go (under the settle lock: lines stay in seq order)."""
+
+        async def expire(conn: psycopg.AsyncConnection) -> list[JournalEntry]:
+            cursor = await conn.execute(
+                "SELECT record_id, location, content_hash FROM records WHERE done "
+                "AND deleted_at IS NULL AND first_ingested < %s ORDER BY first_ingested "
+                "LIMIT %s FOR UPDATE SKIP LOCKED",
+                (before, limit),
+            )
+            entries = []
+            for record_id, location, content_hash in await cursor.fetchall():
+                await conn.execute(
+                    "UPDATE records SET deleted_at = %s WHERE record_id = %s", (now, record_id)
+                )
+                cursor = await conn.execute(
+                    "SELECT ingestor_journal_append('delete', %s, %s, %s, %s, %s)",
+                    (record_id, location, content_hash, now, self.journal_writer),
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                change = JournalChange("delete", record_id, location, content_hash, now)
+                entries.append(with_seq(change, int(row[0]), self.journal_writer))
+            await conn.execute(
+                "DELETE FROM journal WHERE at < %s AND seq < (SELECT max(seq) FROM journal)",
+                (before,),
+            )
+            return entries
+
+        async with self._settle_lock:
+            entries = await self._transaction(expire)
+
+            def publish() -> None:
+                for entry in entries:
+                    files.queue(None, entry)
+                files.publish()
+
+            if entries:
+                await asyncio.to_thread(publish)
+        return len(entries)
 
     async def load_feeds(self) -> dict[str, FeedState]:
         rows = await self._fetch("SELECT data FROM feeds")
@@ -181,13 +265,14 @@ class PostgresStateStore(PostgresFrontier):
                 lookup.want_signature,
             ),
         )
-        inserted, canonical, location, done, content_hash, first, exact, ids, sigs, times, old = (
-            rows[0]
-        )
+        (inserted, canonical, location, done, content_hash, first, exact, ids, sigs, times, old,
+         deleted) = rows[0]  # fmt: skip
         existing = (
             None
             if inserted
-            else RecordRef(lookup.record_id, canonical, location, done, content_hash, first)
+            else RecordRef(
+                lookup.record_id, canonical, location, done, content_hash, first, bool(deleted)
+            )
         )
         candidates = [
             NearCandidate(i, bytes(s), float(t))

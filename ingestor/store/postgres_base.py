@@ -28,6 +28,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ingestor.config.values import redact_url
+from ingestor.core.journal import writer_name
 from ingestor.errors import StateError
 from ingestor.store.postgres_schema import migrate
 
@@ -67,8 +68,10 @@ class PostgresConnection:
         lease_ttl: float = 60.0,
         read_only: bool = False,
         pool_size: int = 4,
+        journal_writer: str = "",
     ) -> None:
         self.url = url
+        self.journal_writer = journal_writer or writer_name(instance_id)
         self.where = redact_url(url)
         self.instance_id = instance_id
         self.lease_ttl = lease_ttl

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import psycopg
 
 from ingestor.core.frontier import NO_FETCH_HOST, FrontierItem
+from ingestor.core.journal import JournalEntry, with_seq
 from ingestor.core.state import (
     ArticleCommit,
     ClaimResult,
@@ -209,10 +210,15 @@ class PostgresFrontier(PostgresConnection):
         return ClaimResult(items, host_next)
 
     async def commit_article(self, commit: ArticleCommit) -> None:
+        await self._commit_article(commit)
+
+    async def _commit_article(self, commit: ArticleCommit) -> JournalEntry | None:
+        """One call (ingestor_commit_article); a written record's journal line comes back
+        with its seq."""
         record = commit.record
-        await self._fetch(
-            "SELECT ingestor_commit_article(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, %s)",
+        rows = await self._fetch(
+            "SELECT * FROM ingestor_commit_article(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 commit.item_id,
                 commit.feed_id,
@@ -232,12 +238,18 @@ class PostgresFrontier(PostgresConnection):
                         record.signature,
                         list(record.band_keys),
                         record.committed_at,
+                        record.op,
+                        self.journal_writer,
                     )
                     if record is not None
-                    else (None, None, None, None, None, [], None)
+                    else (None, None, None, None, None, [], None, None, None)
                 ),
             ),
         )
+        seq, location = rows[0]
+        if record is None or seq is None:
+            return None
+        return with_seq(record.journal_change(location), int(seq), self.journal_writer)
         self._release_item_locally(commit.item_id)
 
     async def reschedule_article(self, retry: ItemRetry) -> None:

@@ -15,7 +15,7 @@ from ingestor.errors import StateError
 # The advisory lock key under which the schema is created or migrated ("ingestor").
 MIGRATION_LOCK = 0x696E6765
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -106,6 +106,34 @@ CREATE TABLE instances (
     started_at DOUBLE PRECISION NOT NULL,
     seen_at DOUBLE PRECISION NOT NULL
 );
+""",
+    # The change journal: one fleet-wide, gap-free order (the counter's row lock keeps
+    # commits in seq order), and records.deleted_at for output.retention. The article
+    # functions change their signatures: the old ones go.
+    2: """
+CREATE TABLE journal (
+    seq BIGINT PRIMARY KEY,
+    op TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    content_hash TEXT,
+    at DOUBLE PRECISION NOT NULL,
+    writer TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX journal_record ON journal (record_id, seq);
+CREATE INDEX journal_at ON journal (at);
+CREATE TABLE journal_counter (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    seq BIGINT NOT NULL
+);
+INSERT INTO journal_counter VALUES (true, 0);
+ALTER TABLE records ADD COLUMN deleted_at DOUBLE PRECISION;
+CREATE INDEX records_retention ON records (first_ingested) WHERE done AND deleted_at IS NULL;
+DROP FUNCTION IF EXISTS ingestor_prepare_article(
+    TEXT, TEXT, TEXT, DOUBLE PRECISION, TEXT, TEXT, BIGINT[], DOUBLE PRECISION, BYTEA, BOOLEAN);
+DROP FUNCTION IF EXISTS ingestor_commit_article(
+    BIGINT, TEXT, TEXT, DOUBLE PRECISION, TEXT, DOUBLE PRECISION, TEXT, TEXT, TEXT, TEXT, TEXT,
+    TEXT, TEXT, BYTEA, BIGINT[], DOUBLE PRECISION);
 """,
 }
 
@@ -262,7 +290,8 @@ CREATE OR REPLACE FUNCTION ingestor_prepare_article(
     p_want_signature BOOLEAN
 ) RETURNS TABLE (r_inserted BOOLEAN, r_canonical TEXT, r_location TEXT, r_done BOOLEAN,
                  r_hash TEXT, r_first DOUBLE PRECISION, r_exact TEXT, r_ids TEXT[],
-                 r_signatures BYTEA[], r_times DOUBLE PRECISION[], r_old_signature BYTEA)
+                 r_signatures BYTEA[], r_times DOUBLE PRECISION[], r_old_signature BYTEA,
+                 r_deleted BOOLEAN)
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_hash IS NOT NULL AND cardinality(p_bands) > 0 THEN
@@ -271,8 +300,8 @@ BEGIN
     INSERT INTO records (record_id, canonical_url, location, done, first_ingested)
         VALUES (p_id, p_canonical, p_location, false, p_now) ON CONFLICT DO NOTHING;
     r_inserted := FOUND;
-    SELECT canonical_url, location, done, content_hash, first_ingested
-        INTO r_canonical, r_location, r_done, r_hash, r_first
+    SELECT canonical_url, location, done, content_hash, first_ingested, deleted_at IS NOT NULL
+        INTO r_canonical, r_location, r_done, r_hash, r_first, r_deleted
         FROM records WHERE record_id = p_id;
     r_location := coalesce(r_location, p_location);
     IF p_want_signature AND NOT r_inserted THEN
@@ -301,18 +330,33 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- A frontier item finished: its record (if written) done, a dropped reservation gone, the
--- entry seen, the item out of the frontier.
+-- The next journal seq and its line, in the caller's transaction: the counter row stays
+-- locked until that commits, so lines become visible in seq order and none is skipped.
+CREATE OR REPLACE FUNCTION ingestor_journal_append(
+    p_op TEXT, p_record TEXT, p_path TEXT, p_hash TEXT, p_at DOUBLE PRECISION, p_writer TEXT
+) RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    r_seq BIGINT;
+BEGIN
+    UPDATE journal_counter SET seq = seq + 1 RETURNING seq INTO r_seq;
+    INSERT INTO journal VALUES (r_seq, p_op, p_record, p_path, p_hash, p_at, p_writer);
+    RETURN r_seq;
+END $$;
+
+-- A frontier item finished: its record (if written) done and journalled (the seq is
+-- returned), a dropped reservation gone, the entry seen, the item out of the frontier.
 CREATE OR REPLACE FUNCTION ingestor_commit_article(
     p_item BIGINT, p_feed TEXT, p_entry TEXT, p_at DOUBLE PRECISION, p_seen TEXT,
     p_entry_updated DOUBLE PRECISION, p_release TEXT, p_failure TEXT, p_failed_url TEXT,
     p_record TEXT, p_hash TEXT, p_record_feed TEXT, p_scheme TEXT, p_signature BYTEA,
-    p_bands BIGINT[], p_committed DOUBLE PRECISION
-) RETURNS void LANGUAGE plpgsql AS $$
+    p_bands BIGINT[], p_committed DOUBLE PRECISION, p_op TEXT, p_writer TEXT,
+    OUT r_seq BIGINT, OUT r_path TEXT
+) LANGUAGE plpgsql AS $$
 BEGIN
     IF p_record IS NOT NULL THEN
         UPDATE records SET done = true, content_hash = p_hash, feed_id = p_record_feed,
-            committed_at = p_committed WHERE record_id = p_record;
+            committed_at = p_committed WHERE record_id = p_record RETURNING location INTO r_path;
+        r_seq := ingestor_journal_append(p_op, p_record, r_path, p_hash, p_committed, p_writer);
         INSERT INTO content_claims VALUES (p_hash, p_record) ON CONFLICT DO NOTHING;
         IF p_signature IS NOT NULL THEN
             PERFORM ingestor_register_fingerprint(

@@ -31,8 +31,8 @@ SAVE_FEED = (
 )
 
 RECORD_BY = (
-    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested "
-    "FROM records WHERE "
+    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested, "
+    "deleted_at IS NOT NULL FROM records WHERE "
 )
 
 

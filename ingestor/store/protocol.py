@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from ingestor.core.journal import JournalEntry
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -38,6 +39,7 @@ class StateStore(Protocol):
     """
 
     shared: bool
+    journal_writer: str  # whose journal segments this instance appends to ("" with SQLite)
     round_trips: int  # calls that reached the database so far (for the benchmark)
     round_trips_by: Counter[str]  # calls per store method (SQLite may group several)
     # CPU spent in a thread of the store's own (SQLite's state thread); a store that works
@@ -155,5 +157,26 @@ class StateStore(Protocol):
         ...
 
     async def reschedule_article(self, retry: ItemRetry) -> None: ...
+
+    # --- the change journal (see ingestor.core.journal) ---
+
+    async def journal_since(
+        self, seq: int, limit: int, writer: str | None = None
+    ) -> list[JournalEntry]:
+        """Journal entries after `seq` (of one writer when given), in seq order."""
+        ...
+
+    async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        """The last journal entry of each of these records."""
+        ...
+
+    async def expire_records(
+        self, before: float, now: float, limit: int, files: RecordFiles
+    ) -> int:
+        """output.retention, one transaction: up to `limit` records first ingested before
+        `before` marked deleted (their dedup state stays) with a `delete` entry each, their
+        files removed through `files` after the commit; the state's copy of journal entries
+        older than `before` goes. Returns how many records were deleted."""
+        ...
 
     async def frontier_summary(self, now: float) -> FrontierSummary: ...

@@ -5,15 +5,26 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from ingestor.core.state import CommitItem, DedupQuery, FeedState, NearCandidate, RecordRef
+from ingestor.core.journal import JournalChange, JournalEntry
+from ingestor.core.state import (
+    CommitItem,
+    DedupQuery,
+    FeedState,
+    NearCandidate,
+    RecordFiles,
+    RecordRef,
+)
 from ingestor.store.sqlite_frontier import SQLiteFrontier
 from ingestor.store.sqlite_schema import (
     BATCH,
     ENTRY_SEEN,
+    JOURNAL_COLUMNS,
     RECORD_BY,
     SAVE_FEED,
+    append_journal,
     feed_from_json,
     feed_to_json,
+    journal_entry,
     record_ref,
     write_record,
 )
@@ -147,6 +158,59 @@ class SQLiteStateStore(SQLiteFrontier):
             )
 
         await self._run(self._transaction, commit)
+
+    async def journal_since(
+        self, seq: int, limit: int, writer: str | None = None
+    ) -> list[JournalEntry]:
+        def lookup() -> list[JournalEntry]:
+            where = "seq > ?" + ("" if writer is None else " AND writer = ?")
+            args: tuple[object, ...] = (seq,) if writer is None else (seq, writer)
+            rows = self.conn.execute(
+                f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT ?",
+                (*args, limit),
+            )
+            return [journal_entry(row) for row in rows]
+
+        return await self._run(lookup)
+
+    async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        def lookup() -> dict[str, JournalEntry]:
+            found: dict[str, JournalEntry] = {}
+            for record_id in dict.fromkeys(record_ids):
+                row = self.conn.execute(
+                    f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE record_id = ? "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (record_id,),
+                ).fetchone()
+                if row is not None:
+                    found[record_id] = journal_entry(row)
+            return found
+
+        return await self._run(lookup)
+
+    async def expire_records(
+        self, before: float, now: float, limit: int, files: RecordFiles
+    ) -> int:
+        def expire(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT record_id, location, content_hash FROM records WHERE done = 1 "
+                "AND deleted_at IS NULL AND first_ingested < ? ORDER BY first_ingested LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            for record_id, location, content_hash in rows:
+                conn.execute(
+                    "UPDATE records SET deleted_at = ? WHERE record_id = ?", (now, record_id)
+                )
+                change = JournalChange("delete", record_id, location, content_hash, now)
+                files.queue(None, append_journal(conn, change, self.journal_writer))
+            # The journal's copy in the state: what is older than the retention goes too.
+            conn.execute(
+                "DELETE FROM journal WHERE at < ? AND seq < (SELECT max(seq) FROM journal)",
+                (before,),
+            )
+            return len(rows)
+
+        return await self._grouped(expire, files)
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:
         """Forget entry keys older than seen_max_age and fingerprints outside the window."""

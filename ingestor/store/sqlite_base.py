@@ -19,23 +19,30 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ingestor.core.state import NearCandidate
+from ingestor.core.state import NearCandidate, RecordFiles
 from ingestor.errors import StateError
-from ingestor.store.sqlite_schema import RECOVERY_HINT, SCHEMA, SCHEMA_VERSION
+from ingestor.store.sqlite_schema import (
+    RECOVERY_HINT,
+    RETENTION_INDEX,
+    SCHEMA,
+    SCHEMA_VERSION,
+)
 
 T = TypeVar("T")
 
 
-# (store method, its body, its before-commit hook, its caller's future)
+# (store method, its body, the record files it puts, its caller's future)
 _GroupCall = tuple[
-    str, Callable[[sqlite3.Connection], Any], Callable[[], None] | None, "asyncio.Future[Any]"
+    str, Callable[[sqlite3.Connection], Any], RecordFiles | None, "asyncio.Future[Any]"
 ]
 
 
-def _run_group(group: list[_GroupCall], conn: sqlite3.Connection) -> list[object]:
+def _run_group(
+    group: list[_GroupCall], conn: sqlite3.Connection
+) -> tuple[list[object], list[RecordFiles]]:
     outcomes: list[object] = []
-    hooks: list[Callable[[], None]] = []
-    for _name, body, hook, _future in group:
+    sinks: list[RecordFiles] = []
+    for _name, body, files, _future in group:
         conn.execute("SAVEPOINT grouped")
         try:
             outcomes.append(body(conn))
@@ -43,11 +50,11 @@ def _run_group(group: list[_GroupCall], conn: sqlite3.Connection) -> list[object
             conn.execute("ROLLBACK TO grouped")
             outcomes.append(exc)
         conn.execute("RELEASE grouped")
-        if hook is not None and hook not in hooks:
-            hooks.append(hook)
-    for hook in hooks:
-        hook()
-    return outcomes
+        if files is not None and files not in sinks:
+            sinks.append(files)
+    for files in sinks:
+        files.sync()
+    return outcomes, sinks
 
 
 class SQLiteConnection:
@@ -55,6 +62,7 @@ class SQLiteConnection:
         self.path = path
         # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
         self.read_only = read_only
+        self.journal_writer = ""  # one process owns the output: its segments need no name
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -102,7 +110,10 @@ class SQLiteConnection:
                     "FROM records WHERE done = 1 AND content_hash IS NOT NULL "
                     "ORDER BY committed_at"
                 )
-            # Older versions only lack tables, which the script above has just created.
+            if row is not None and int(row[0]) < 4:
+                conn.execute("ALTER TABLE records ADD COLUMN deleted_at REAL")
+            conn.execute(RETENTION_INDEX)
+            # Older versions only lack tables and columns, added above.
             conn.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -199,14 +210,15 @@ class SQLiteConnection:
     async def _grouped(
         self,
         body: Callable[[sqlite3.Connection], T],
-        before_commit: Callable[[], None] | None = None,
+        files: RecordFiles | None = None,
     ) -> T:
         """`body` in a transaction shared with the other grouped calls that arrive while
         one is running (each in a savepoint: one that raises is rolled back alone, and its
-        caller gets the exception). `before_commit` hooks run once per transaction, after
-        every body and before COMMIT; if one raises, nothing of the group is committed."""
+        caller gets the exception). The record files the bodies put are synced once after
+        every body and before COMMIT (if that raises, nothing of the group is committed),
+        published after COMMIT and abandoned when it fails."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._group.append((sys._getframe(1).f_code.co_name, body, before_commit, future))
+        self._group.append((sys._getframe(1).f_code.co_name, body, files, future))
         if not self._group_running:
             # On the loop's next turn: the calls made in this turn join the group.
             self._group_running = True
@@ -216,9 +228,7 @@ class SQLiteConnection:
     def _start_group(self) -> None:
         group, self._group = self._group, []
         calls = [name for name, *_rest in group]
-        task = asyncio.ensure_future(
-            self._run(self._transaction, partial(_run_group, group), calls=calls)
-        )
+        task = asyncio.ensure_future(self._run(self._group_transaction, group, calls=calls))
         task.add_done_callback(partial(self._group_done, group))
 
     def _group_done(self, group: list[_GroupCall], task: asyncio.Future[list[object]]) -> None:
@@ -245,6 +255,23 @@ class SQLiteConnection:
         if self._conn is None:
             raise StateError(f"state database {self.path} is not open")
         return self._conn
+
+    def _group_transaction(self, group: list[_GroupCall]) -> list[object]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        sinks: list[RecordFiles] = [files for _n, _b, files, _f in group if files is not None]
+        try:
+            outcomes, sinks = _run_group(group, conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for files in sinks:
+                files.abandon()
+            raise
+        for files in sinks:
+            files.publish()
+        return outcomes
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         conn = self.conn

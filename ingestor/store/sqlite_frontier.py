@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ingestor.core.frontier import FrontierItem
+from ingestor.core.journal import JournalEntry
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -30,6 +31,7 @@ from ingestor.store.sqlite_schema import (
     HOST_WAIT,
     RECORD_BY,
     SAVE_FEED,
+    append_journal,
     feed_from_json,
     feed_to_json,
     frontier_item,
@@ -226,11 +228,18 @@ class SQLiteFrontier(SQLiteConnection):
     async def commit_article(self, commit: ArticleCommit) -> None:
         await self._run(self._transaction, lambda conn: self._commit(conn, commit))
 
-    def _commit(self, conn: sqlite3.Connection, commit: ArticleCommit) -> None:
+    def _commit(self, conn: sqlite3.Connection, commit: ArticleCommit) -> JournalEntry | None:
+        """The item finished; a written record's journal line gets its seq (returned)."""
         record = commit.record
         record_id = record.record_id if record is not None else commit.seen_record_id
+        entry = None
         if record is not None:
             write_record(conn, record)
+            (location,) = conn.execute(
+                "SELECT location FROM records WHERE record_id = ?", (record.record_id,)
+            ).fetchone()
+            change = record.journal_change(location)
+            entry = append_journal(conn, change, self.journal_writer)
         if commit.release_record is not None:
             release_reservation(conn, commit.release_record)
         conn.execute(
@@ -249,6 +258,7 @@ class SQLiteFrontier(SQLiteConnection):
                 "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
                 (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
             )
+        return entry
 
     async def fingerprint_schemes(self, since: float) -> set[str]:
         def lookup() -> set[str]:
@@ -276,12 +286,18 @@ class SQLiteFrontier(SQLiteConnection):
 
         def settle(conn: sqlite3.Connection) -> Settlement:
             settlement = decide(self._prepare(conn, lookup))
-            if settlement.output is not None:
-                files.put(*settlement.output)
-            self._commit(conn, settlement.commit)
+            staged = files.put(*settlement.output) if settlement.output is not None else None
+            try:
+                entry = self._commit(conn, settlement.commit)
+            except BaseException:
+                if staged is not None:
+                    files.discard(staged)  # its savepoint rolls back: certainly not committed
+                raise
+            if staged is not None or entry is not None:
+                files.queue(staged, entry)
             return settlement
 
-        return await self._grouped(settle, before_commit=files.sync)
+        return await self._grouped(settle, files)
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
         host_wait = retry.host_wait

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ingestor.core.frontier import FrontierItem, decode_payload
+from ingestor.core.journal import JournalChange, JournalEntry
 from ingestor.core.state import CommitItem, FeedState, RecordRef
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
-# 3: content claims (the first record with a body hash owns it).
-SCHEMA_VERSION = 3
+# 3: content claims (the first record with a body hash owns it). 4: the change journal
+# and records.deleted_at (output.retention).
+SCHEMA_VERSION = 4
 
 BATCH = 500
 
@@ -41,7 +43,8 @@ CREATE TABLE IF NOT EXISTS records (
     content_hash TEXT,
     feed_id TEXT,
     first_ingested REAL NOT NULL,
-    committed_at REAL
+    committed_at REAL,
+    deleted_at REAL
 );
 CREATE INDEX IF NOT EXISTS records_content_hash ON records (content_hash) WHERE done = 1;
 CREATE TABLE IF NOT EXISTS content_claims (
@@ -84,12 +87,30 @@ CREATE TABLE IF NOT EXISTS article_failures (
     error TEXT NOT NULL,
     at REAL NOT NULL
 ) WITHOUT ROWID;
+-- AUTOINCREMENT: a seq is never reused, and one rolled back is given again (gap-free).
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    content_hash TEXT,
+    at REAL NOT NULL,
+    writer TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS journal_record ON journal (record_id, seq);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
 CREATE TABLE IF NOT EXISTS host_waits (
     host TEXT PRIMARY KEY,
     not_before REAL NOT NULL,
     reason TEXT
 ) WITHOUT ROWID;
 """
+
+# After the migrations (a version 3 database gets deleted_at from one of them).
+RETENTION_INDEX = (
+    "CREATE INDEX IF NOT EXISTS records_retention ON records (first_ingested) "
+    "WHERE done = 1 AND deleted_at IS NULL"
+)
 
 ENTRY_SEEN = (
     "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
@@ -182,13 +203,20 @@ def release_reservation(conn: sqlite3.Connection, record_id: str) -> None:
 
 
 RECORD_BY = (
-    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested "
-    "FROM records WHERE "
+    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested, "
+    "deleted_at IS NOT NULL FROM records WHERE "
 )
 
 
 def record_ref(row: tuple[Any, ...]) -> RecordRef:
-    return RecordRef(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+    return RecordRef(row[0], row[1], row[2], bool(row[3]), row[4], row[5], bool(row[6]))
+
+
+JOURNAL_COLUMNS = "seq, op, record_id, path, content_hash, at, writer"
+
+
+def journal_entry(row: tuple[Any, ...]) -> JournalEntry:
+    return JournalEntry(int(row[0]), row[1], row[2], row[3], row[4], float(row[5]), row[6])
 
 
 def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
@@ -197,3 +225,12 @@ def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
     # In FrontierItem's field order (the names above say which is which).
     item = (item_id, feed_id, entry, canonical, host, title, language, bool(is_update))
     return FrontierItem(*item, attempts, enqueued, error, known)
+
+
+def append_journal(conn: sqlite3.Connection, change: JournalChange, writer: str) -> JournalEntry:
+    row = conn.execute(
+        f"INSERT INTO journal (op, record_id, path, content_hash, at, writer) "
+        f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {JOURNAL_COLUMNS}",
+        (change.op, change.record_id, change.path, change.content_hash, change.at, writer),
+    ).fetchone()
+    return journal_entry(row)

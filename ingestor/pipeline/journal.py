@@ -1,0 +1,113 @@
+"""The change journal's upkeep around the article pipeline: reconciliation at start (what a
+crash left between the state's commit and the files) and retention.
+
+    reconcile:
+        recover the journal files          (cut a half line, close old segments, last seq)
+        for each staged record file:       (written, fsynced, never renamed into place)
+            publish it if the state committed this very version, else drop it
+        for each state journal entry after the files' last seq (this writer's):
+            delete -> remove the file; create/update -> its file is there
+            append the line
+
+    retention:
+        repeat: state marks a batch of old records deleted, with their delete entries;
+                files removed, lines appended (after that commit)
+        closed segments whose last line is older than the cutoff go
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ingestor.core.journal import staged_verdict
+from ingestor.sink.files import FileSink, OutputSink
+from ingestor.store.protocol import StateStore
+
+log = logging.getLogger("ingestor.journal")
+
+_PAGE = 1000
+RETENTION_BATCH = 500
+
+
+@dataclass
+class ReconcileReport:
+    last_seq: int = 0  # in the journal files before reconciliation
+    staged_published: int = 0
+    staged_dropped: int = 0
+    lines_appended: int = 0
+    files_removed: int = 0
+    missing_files: int = 0
+
+
+async def reconcile_journal(store: StateStore, sink: FileSink) -> ReconcileReport:
+    """Run once at start, before any article is settled (the store's lock, or this
+    instance's writer name, keeps other writers away from these files)."""
+    report = ReconcileReport()
+    journal = sink.journal
+    if journal is not None:
+        report.last_seq = await asyncio.to_thread(journal.recover)
+    staged = await asyncio.to_thread(sink.staged_records)
+    if staged:
+        latest = await store.journal_latest([s.record_id for s in staged if s.record_id])
+        for item in staged:
+            entry = latest.get(item.record_id or "")
+            final = await asyncio.to_thread(sink.content_hash_at, entry.path) if entry else None
+            if entry is not None and staged_verdict(item.content_hash, entry, final) == "publish":
+                await asyncio.to_thread(sink.install_staged, item, entry.path)
+                report.staged_published += 1
+            else:
+                await asyncio.to_thread(item.path.unlink, missing_ok=True)
+                report.staged_dropped += 1
+    if journal is not None:
+        seq = report.last_seq
+        while entries := await store.journal_since(seq, _PAGE, store.journal_writer):
+            for entry in entries:
+                if entry.op == "delete":
+                    await asyncio.to_thread(sink.remove, entry.path)
+                    report.files_removed += 1
+                elif not await asyncio.to_thread(sink.exists, entry.path):
+                    # Removed by someone else since: the line still keeps seq gap-free.
+                    report.missing_files += 1
+            await asyncio.to_thread(journal.append, entries)
+            report.lines_appended += len(entries)
+            seq = entries[-1].seq
+    if report.staged_published or report.staged_dropped or report.lines_appended:
+        log.info(
+            "journal reconciled: %d staged records published, %d dropped (never committed), "
+            "%d journal lines appended from the state",
+            report.staged_published,
+            report.staged_dropped,
+            report.lines_appended,
+        )
+    if report.missing_files:
+        log.warning(
+            "journal: %d committed record files are missing from %s (removed by hand?)",
+            report.missing_files,
+            sink.directory,
+        )
+    return report
+
+
+async def apply_retention(
+    store: StateStore, sink: OutputSink, retention: float, now: float, max_batches: int = 100
+) -> int:
+    """Delete records first ingested more than `retention` ago (a batch per transaction,
+    up to `max_batches` per call: the next call goes on)."""
+    cutoff = now - retention
+    deleted = 0
+    for _ in range(max_batches):
+        count = await store.expire_records(cutoff, now, RETENTION_BATCH, sink)
+        deleted += count
+        if count < RETENTION_BATCH:
+            break
+    if sink.journal is not None:
+        journal = sink.journal
+        await asyncio.to_thread(journal.rotate_if_old, now)
+        removed = await asyncio.to_thread(journal.remove_closed_before, cutoff)
+        if removed:
+            log.info("retention: removed %d journal segments older than %s", removed, cutoff)
+    if deleted:
+        log.info("retention: deleted %d records first ingested before the cutoff", deleted)
+    return deleted

@@ -1,0 +1,236 @@
+"""The change journal's files: one writer appends lines to its open segment, closes it by
+size and age, and removes closed segments past retention. See ingestor.core.journal for
+the line format and the segment names."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingestor.core.journal import (
+    JOURNAL_DIR,
+    JournalEntry,
+    SegmentName,
+    parse_line,
+    parse_segment_name,
+    segment_file_name,
+    should_rotate,
+)
+from ingestor.errors import SinkError
+
+log = logging.getLogger("ingestor.journal")
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    name: SegmentName
+
+
+def list_segments(directory: Path, writer: str | None = None) -> list[Segment]:
+    """The segments in `directory` (of one writer when given), in seq order."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for file_name in names:
+        parsed = parse_segment_name(file_name)
+        if parsed is not None and (writer is None or parsed.writer == writer):
+            found.append(Segment(directory / file_name, parsed))
+    found.sort(key=lambda s: (s.name.first_seq, s.name.writer, s.name.is_open))
+    return found
+
+
+def last_complete_line(path: Path) -> bytes | None:
+    """The last newline-terminated line of a file (None if it has none)."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        block = 4096
+        tail = b""
+        position = end
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+            cut = tail.rfind(b"\n")
+            if cut < 0:
+                continue
+            before = tail.rfind(b"\n", 0, cut)
+            if before >= 0 or position == 0:
+                return tail[before + 1 : cut + 1]
+        return None
+
+
+class JournalWriter:
+    """Appends journal lines for one writer ("" with SQLite). Callers append in seq order,
+    one at a time (the store's thread, or its settle lock)."""
+
+    def __init__(
+        self, output_dir: Path, writer: str = "", max_bytes: int = 64 << 20, max_age: float = 86400
+    ) -> None:
+        self.directory = output_dir / JOURNAL_DIR
+        self.writer = writer
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.last_seq = 0
+        self._open: Path | None = None
+        self._first_seq = 0
+        self._size = 0
+        self._opened_at = 0.0
+        self._lock = threading.Lock()
+
+    def recover(self) -> int:
+        """At start, before any append: cut a line a crash left half-written, close the
+        open segments of an earlier run, and learn the last seq written. Returns it."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            segments = list_segments(self.directory, self.writer)
+            for segment in segments:
+                if segment.name.is_open:
+                    self._repair(segment.path)
+            last = 0
+            for segment in reversed(list_segments(self.directory, self.writer)):
+                line = last_complete_line(segment.path)
+                if line is not None:
+                    last = parse_line(line).seq
+                    break
+            for segment in list_segments(self.directory, self.writer):
+                if segment.name.is_open:
+                    self._close(segment.path, segment.name)
+            self.last_seq = last
+            return last
+
+    def _repair(self, path: Path) -> None:
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep < len(data):
+            log.warning(
+                "journal %s: cut a half-written last line (%d bytes)", path, len(data) - keep
+            )
+            with open(path, "r+b") as handle:
+                handle.truncate(keep)
+                os.fsync(handle.fileno())
+        if keep == 0:
+            path.unlink()
+
+    def _close(self, path: Path, name: SegmentName) -> None:
+        if not path.exists():
+            return
+        if path.stat().st_size == 0:
+            path.unlink()
+            return
+        os.replace(path, self.directory / name.closed())
+        _fsync_directory(self.directory)
+
+    def append(self, entries: Sequence[JournalEntry], now: float | None = None) -> None:
+        """Append lines durably (fsync); lines at or below the last seq are already there."""
+        fresh = [e for e in entries if e.seq > self.last_seq]
+        if not fresh:
+            return
+        with self._lock:
+            moment = time.time() if now is None else now
+            if self._open is not None and should_rotate(
+                self._size, self._opened_at, moment, self.max_bytes, self.max_age
+            ):
+                self._close_current()
+            if self._open is None:
+                self._start(fresh[0].seq, moment)
+            assert self._open is not None
+            data = b"".join(entry.to_line() for entry in fresh)
+            try:
+                fd = os.open(self._open, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise SinkError(f"cannot append to journal {self._open}: {exc.strerror}") from None
+            self._size += len(data)
+            self.last_seq = fresh[-1].seq
+
+    def rotate_if_old(self, now: float) -> None:
+        with self._lock:
+            if self._open is not None and should_rotate(
+                self._size, self._opened_at, now, self.max_bytes, self.max_age
+            ):
+                self._close_current()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_current()
+
+    def _start(self, first_seq: int, now: float) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._first_seq = first_seq
+        self._open = self.directory / segment_file_name(first_seq, self.writer, is_open=True)
+        fd = os.open(self._open, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+        _fsync_directory(self.directory)
+        self._size = 0
+        self._opened_at = now
+
+    def _close_current(self) -> None:
+        if self._open is None:
+            return
+        name = SegmentName(self._first_seq, self.writer, True)
+        self._open = None
+        self._close(self.directory / name.opened(), name)
+
+    def remove_closed_before(self, cutoff: float) -> int:
+        """Closed segments (any writer's) whose last line is older than `cutoff`."""
+        removed = 0
+        for segment in list_segments(self.directory):
+            if segment.name.is_open:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                line = last_complete_line(segment.path)
+                if line is None or parse_line(line).at < cutoff:
+                    segment.path.unlink()
+                    removed += 1
+        return removed
+
+
+def read_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """Complete lines of a segment from `offset`; the offset after the last one."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(keepends=True), offset + end
+
+
+def entries_after(directory: Path, seq: int, writer: str | None = None) -> Iterable[JournalEntry]:
+    """Every journal line with a seq above `seq`, in order (a one-off read)."""
+    segments = list_segments(directory, writer)
+    starts = [s.name.first_seq for s in segments]
+    for index, segment in enumerate(segments):
+        following = starts[index + 1] if index + 1 < len(starts) else None
+        if following is not None and following <= seq + 1:
+            continue
+        lines, _end = read_lines(segment.path, 0)
+        for line in lines:
+            entry = parse_line(line)
+            if entry.seq > seq:
+                yield entry
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
