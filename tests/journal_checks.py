@@ -1,0 +1,60 @@
+"""The change journal's invariants, checked against an output directory (tests only)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+
+from ingestor.core.journal import journal_schema, parse_segment_name
+
+
+def journal_lines(out: Path) -> list[dict]:
+    """Every line of every segment, in seq order (segments of all writers)."""
+    lines = []
+    directory = out / "journal"
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if parse_segment_name(path.name) is None:
+            raise AssertionError(f"unexpected file in the journal: {path.name}")
+        data = path.read_bytes()
+        assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a half line"
+        lines.extend(json.loads(line) for line in data.splitlines())
+    return sorted(lines, key=lambda line: line["seq"])
+
+
+def record_files(out: Path) -> dict[str, dict]:
+    """What a consumer's glob sees: path relative to out -> the record."""
+    return {
+        path.relative_to(out).as_posix(): json.loads(path.read_bytes())
+        for path in out.rglob("*.json")
+    }
+
+
+def check_journal(out: Path, gap_free_from: int = 1) -> list[dict]:
+    """The invariants of the journal against the tree; returns the lines."""
+    lines = journal_lines(out)
+    schema = journal_schema()
+    for line in lines:
+        jsonschema.validate(line, schema)
+    seqs = [line["seq"] for line in lines]
+    first = seqs[0] if seqs else gap_free_from
+    assert seqs == list(range(first, first + len(seqs))), "seq is not gap-free and increasing"
+    files = record_files(out)
+    creates = Counter(line["path"] for line in lines if line["op"] == "create")
+    last: dict[str, dict] = {}
+    for line in lines:
+        if line["op"] == "update":
+            assert line["path"] in last, f"update of {line['path']} before its create"
+        last[line["path"]] = line
+    for path, record in files.items():
+        assert creates[path] == 1, f"{path}: {creates[path]} create lines"
+        assert last[path]["op"] != "delete", f"{path}: deleted in the journal, still there"
+        # The file is the version of its last line (an update's line follows its rename).
+        assert record["content_hash"] == last[path]["content_hash"], path
+        assert record["id"] == last[path]["id"]
+    for path, line in last.items():
+        if line["op"] != "delete":
+            assert path in files, f"line {line['seq']} names {path}, which does not exist"
+    return lines
