@@ -32,15 +32,20 @@ def record_files(out: Path) -> dict[str, dict]:
     }
 
 
-def check_journal(out: Path, gap_free_from: int = 1) -> list[dict]:
-    """The invariants of the journal against the tree; returns the lines."""
+def check_journal(out: Path, seen: dict[int, dict] | None = None) -> list[dict]:
+    """The invariants of the journal against the tree; returns the lines. `seen`: lines
+    read earlier (retention may have removed their segments since), seq -> line."""
     lines = journal_lines(out)
     schema = journal_schema()
     for line in lines:
         jsonschema.validate(line, schema)
     seqs = [line["seq"] for line in lines]
-    first = seqs[0] if seqs else gap_free_from
+    first = seqs[0] if seqs else 1
     assert seqs == list(range(first, first + len(seqs))), "seq is not gap-free and increasing"
+    if seen is not None:
+        for line in lines:
+            assert seen.setdefault(line["seq"], line) == line, "a journal line changed"
+        lines = [seen[seq] for seq in sorted(seen)]
     files = record_files(out)
     creates = Counter(line["path"] for line in lines if line["op"] == "create")
     last: dict[str, dict] = {}
