@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.conftest import article_html, distinct_story, ingestor_cli, read_records, rss
+from tests.journal_checks import check_journal
 from tests.test_daemon import Farm, start_daemon, wait_for
 
 PER_HOST = 2
@@ -187,3 +188,7 @@ async def test_migrate_state_keeps_the_history_and_the_next_run_writes_nothing_t
     assert titles == sorted(f"Story {f}-{i}" for f in range(2) for i in range(6))
     # The validators came along: the second run's feed fetches were conditional.
     assert farm.hits == {"feed0": 2, "feed1": 2}
+    # The journal goes on where the one machine's left it: seq 9 onwards, one order.
+    lines = check_journal(out)
+    assert [line["seq"] for line in lines] == list(range(1, 13))
+    assert [line["op"] for line in lines] == ["create"] * 12

@@ -27,9 +27,9 @@ TABLES: tuple[tuple[str, str, str], ...] = (
     (
         "records",
         "SELECT record_id, canonical_url, location, done = 1, content_hash, feed_id, "
-        "first_ingested, committed_at FROM records",
+        "first_ingested, committed_at, deleted_at FROM records",
         "record_id, canonical_url, location, done, content_hash, feed_id, first_ingested, "
-        "committed_at",
+        "committed_at, deleted_at",
     ),
     (
         "content_claims",
@@ -57,6 +57,14 @@ TABLES: tuple[tuple[str, str, str], ...] = (
     ("host_waits", "SELECT host, not_before, reason FROM host_waits", "host, not_before, reason"),
 )
 
+# The change journal keeps its numbering (the output directory's segments carry it), so it
+# moves only into an empty database; the fleet's next seq follows the last one.
+JOURNAL = (
+    "journal",
+    "SELECT seq, op, record_id, path, content_hash, at, writer FROM journal ORDER BY seq",
+    "seq, op, record_id, path, content_hash, at, writer",
+)
+
 _BATCH = 2000
 
 
@@ -79,7 +87,8 @@ async def migrate_state(source: Path, target_url: str, *, merge: bool = False) -
                     f"state database {target.where} already holds state ({held}); "
                     "migrate into an empty database, or pass --merge to add to it"
                 )
-            return await target._transaction(lambda conn: _copy_all(sqlite, conn))
+            tables = TABLES if merge else (*TABLES, JOURNAL)
+            return await target._transaction(lambda conn: _copy_all(sqlite, conn, tables))
         finally:
             await target.close()
     finally:
@@ -97,9 +106,13 @@ async def _rows_held(target: PostgresStateStore) -> str:
     return f"{feeds} feeds, {entries} seen entries, {records} records, {queued} queued"
 
 
-async def _copy_all(sqlite: SQLiteStateStore, conn: psycopg.AsyncConnection) -> dict[str, int]:
+async def _copy_all(
+    sqlite: SQLiteStateStore,
+    conn: psycopg.AsyncConnection,
+    tables: tuple[tuple[str, str, str], ...],
+) -> dict[str, int]:
     copied: dict[str, int] = {}
-    for table, query, columns in TABLES:
+    for table, query, columns in tables:
         # SQLite keeps booleans as 0/1.
         marks = ", ".join(
             "%s::int::boolean" if c.strip() in ("done", "is_update") else "%s"
@@ -116,6 +129,10 @@ async def _copy_all(sqlite: SQLiteStateStore, conn: psycopg.AsyncConnection) -> 
                 await cursor.executemany(insert.encode(), batch)
             count += len(batch)
         copied[table] = count
+    if any(table == "journal" for table, _q, _c in tables):
+        await conn.execute(
+            "UPDATE journal_counter SET seq = (SELECT coalesce(max(seq), 0) FROM journal)"
+        )
     return copied
 
 
