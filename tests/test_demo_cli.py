@@ -11,6 +11,7 @@ import jsonschema
 
 from ingestor.core.record import record_schema
 from tests.conftest import read_records
+from tests.journal_checks import check_journal
 from tests.test_extract_language import NOISE, seed_paragraphs
 
 FRENCH_TITLE = (
@@ -48,12 +49,15 @@ def test_demo_ingests_the_offline_corpus(tmp_path):
     assert sorted(str(r["duplicate_kind"]) for r in wind) == ["None", "near"]
     marked = next(r for r in wind if r["duplicate_of"])
     assert marked["duplicate_of"] == next(r["id"] for r in wind if not r["duplicate_of"])
-    files = [p for p in out.rglob("*") if p.is_file()]
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent.name != "journal"]
     assert all(p.suffix == ".json" and p.stem in {r["id"] for r in records} for p in files)
+    # The journal names each record once, in order.
+    lines = check_journal(out)
+    assert sorted(line["id"] for line in lines) == sorted(r["id"] for r in records)
 
 
 def test_every_command_has_help():
-    for command in ("run", "demo", "check-config", "import-opml", "status"):
+    for command in ("run", "demo", "check-config", "import-opml", "status", "tail"):
         run = ingestor(command, "--help")
         assert run.returncode == 0 and "exit codes" in run.stdout, command
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ingestor.core.record import record_schema
 from tests.conftest import article_html, distinct_story, ingestor_cli, read_records, rss
+from tests.journal_checks import check_journal
 from tests.test_daemon import Farm, descendants, start_daemon, wait_for, write_config
 from tests.test_feeds import BILLION_LAUGHS, quadratic_blowup, xxe
 
@@ -285,7 +286,10 @@ async def test_hostile_farm_breaks_nothing_and_leaks_nothing(tmp_path, serve):
     files = [p for p in out.rglob("*") if p.is_file()]
     for path in files:
         relative = path.relative_to(out).as_posix()
-        assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/[0-9a-f]{24}\.json", relative), relative
+        record = r"\d{4}/\d{2}/\d{2}/[0-9a-f]{24}\.json"
+        segment = r"journal/\d{16}\.jsonl(\.open)?"
+        assert re.fullmatch(f"{record}|{segment}", relative), relative
+    check_journal(out)
     assert not (tmp_path / "etc").exists()
     records = {r["title"]: r for r in read_records(out)}
     for record in records.values():

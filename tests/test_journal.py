@@ -107,14 +107,16 @@ def test_segments_rotate_by_size_and_age_and_a_crash_leaves_no_half_line(tmp_pat
     assert names[-2:] == ["0000000000000004.jsonl", "0000000000000007.jsonl.open"]
     closed = (tmp_path / "journal" / "0000000000000001.jsonl").read_bytes()
     writer.append([_entry(3, n=3)])  # already there: not written twice
-    # A crash in the middle of a line: the next start cuts it and closes the segment.
+    # A crash in the middle of a line: the next start cuts it and goes on in that segment.
     with open(tmp_path / "journal" / "0000000000000007.jsonl.open", "ab") as handle:
         handle.write(_entry(8, n=8).to_line()[:40])
     again = JournalWriter(tmp_path, max_bytes=3 * line_size)
     assert again.recover() == 7
+    again.append([_entry(8, n=8)], now=NOW + 102)
     assert (tmp_path / "journal" / "0000000000000001.jsonl").read_bytes() == closed
-    assert not list((tmp_path / "journal").glob("*.open"))
-    assert [line["seq"] for line in journal_lines(tmp_path)] == list(range(1, 8))
+    names = sorted(p.name for p in (tmp_path / "journal").iterdir())
+    assert names[-1] == "0000000000000007.jsonl.open"
+    assert [line["seq"] for line in journal_lines(tmp_path)] == list(range(1, 9))
 
 
 # --- a real SQLite store and file sink, crashed at each step ---

@@ -61,8 +61,6 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
                     yield pipeline
                 finally:
                     await pipeline.stop(config.pipeline.shutdown_grace)
-                    if journal is not None:
-                        await asyncio.to_thread(journal.close)
         finally:
             await asyncio.to_thread(pool.close)
             if metrics is not None:

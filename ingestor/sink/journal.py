@@ -88,23 +88,32 @@ class JournalWriter:
         self._lock = threading.Lock()
 
     def recover(self) -> int:
-        """At start, before any append: cut a line a crash left half-written, close the
-        open segments of an earlier run, and learn the last seq written. Returns it."""
+        """At start, before any append: cut a line a crash left half-written, go on with
+        the open segment an earlier run left (a run --once from cron does not leave a tiny
+        segment each time), and learn the last seq written. Returns it."""
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            segments = list_segments(self.directory, self.writer)
-            for segment in segments:
+            for segment in list_segments(self.directory, self.writer):
                 if segment.name.is_open:
                     self._repair(segment.path)
+            segments = list_segments(self.directory, self.writer)
             last = 0
-            for segment in reversed(list_segments(self.directory, self.writer)):
+            for segment in reversed(segments):
                 line = last_complete_line(segment.path)
                 if line is not None:
                     last = parse_line(line).seq
                     break
-            for segment in list_segments(self.directory, self.writer):
-                if segment.name.is_open:
-                    self._close(segment.path, segment.name)
+            opened = [s for s in segments if s.name.is_open]
+            for segment in opened[:-1]:
+                self._close(segment.path, segment.name)
+            if opened:
+                current = opened[-1]
+                with open(current.path, "rb") as handle:
+                    first_line = handle.readline()
+                self._open = current.path
+                self._first_seq = current.name.first_seq
+                self._size = current.path.stat().st_size
+                self._opened_at = parse_line(first_line).at
             self.last_seq = last
             return last
 
@@ -165,10 +174,6 @@ class JournalWriter:
                 self._size, self._opened_at, now, self.max_bytes, self.max_age
             ):
                 self._close_current()
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_current()
 
     def _start(self, first_seq: int, now: float) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

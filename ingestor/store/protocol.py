@@ -149,11 +149,13 @@ class StateStore(Protocol):
         files: RecordFiles,
     ) -> Settlement:
         """prepare_article, then `decide` (pure, from the ArticlePrep), then the record file
-        put through `files` (when the settlement has one), then commit_article, as one
-        transaction where the backend allows it (SQLite: one transaction and one call into
-        its thread, shared by the articles that arrive together). The file is durable
-        before the commit; after an exception from `decide` or `files` the item is not done
-        (PostgreSQL keeps the location reserved, as prepare_article alone does)."""
+        staged through `files` (when the settlement has one), then commit_article (which
+        gives a written record its journal entry), as one transaction where the backend
+        allows it (SQLite: one transaction and one call into its thread, shared by the
+        articles that arrive together); after the commit, `files.publish`. The staged file
+        is durable before the commit; after an exception from `decide` or `files` the item
+        is not done (PostgreSQL keeps the location reserved, as prepare_article alone
+        does)."""
         ...
 
     async def reschedule_article(self, retry: ItemRetry) -> None: ...

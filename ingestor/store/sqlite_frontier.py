@@ -278,11 +278,13 @@ class SQLiteFrontier(SQLiteConnection):
         """Group commit: the articles (and polls) that arrive while the state thread is busy
         share its next transaction.
 
-        The crash argument: a record file is put (written, fsynced, renamed) before the
-        transaction that says it is done commits, and `files.sync` makes its name durable
-        before that commit too; a crash before the commit leaves files the state does not
-        know, and their items, still in the frontier, are done again under the same ids and
-        locations (the location comes from when the entry was queued), overwriting them."""
+        The crash argument: a record file is staged (written, fsynced) before the
+        transaction that says it is done commits, `files.sync` makes the staged names
+        durable before that commit, and the file gets its own name and its journal line
+        only after it. A crash before the commit leaves staged files the state does not
+        know (dropped at the next start; their items, still in the frontier, are done
+        again under the same ids and locations); a crash after it leaves staged files or
+        journal lines the state does know (published at the next start)."""
 
         def settle(conn: sqlite3.Connection) -> Settlement:
             settlement = decide(self._prepare(conn, lookup))
