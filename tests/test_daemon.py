@@ -242,6 +242,8 @@ async def test_metrics_endpoint_json_logs_and_status_beside_the_daemon(tmp_path,
         assert 'ingestor_feed_errors_total{kind="connect"}' in text
         assert "ingestor_frontier_size 0" in text
         assert "ingestor_frontier_oldest_age_seconds" in text
+        assert "ingestor_journal_last_seq 2" in text  # a consumer's lag is its cursor vs this
+        assert "ingestor_record_publish_errors 0" in text
         assert 'ingestor_stage_seconds_count{stage="extract"} 2' in text
         status = await ingestor_cli("status", "--config", str(config), "--json", timeout=60)
         rows = {row["url"]: row for row in json.loads(status.stdout)}

@@ -71,6 +71,11 @@ class Pipeline:
             self.dispatcher.hosts_waiting(time.time())
         )
         self.metrics.collectors.append(self._collect_frontier)
+        # The journal's progress, for a consumer's lag alert (its cursor vs this seq).
+        if sink.journal is not None:
+            journal = sink.journal
+            self.metrics.gauges["journal_last_seq"] = lambda: float(journal.last_seq)
+        self.metrics.gauges["record_publish_errors"] = lambda: float(sink.publish_errors)
 
     @property
     def states(self) -> dict[str, FeedState]:

@@ -28,6 +28,7 @@ class OutputSink(RecordFiles, Protocol):
     """A destination for records. `location` is chosen once per id and kept in state."""
 
     journal: JournalWriter | None
+    publish_errors: int  # publications that failed after their commit (retried)
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str: ...
 
