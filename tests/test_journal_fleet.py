@@ -24,7 +24,9 @@ from tests.test_store_contract import _items
 async def _instance(pg_url: str, name: str, out) -> tuple[PostgresStateStore, FileSink]:
     store = PostgresStateStore(pg_url, instance_id=name)
     await store.open()
-    sink = FileSink(out, journal=JournalWriter(out, store.journal_writer))
+    sink = FileSink(
+        out, journal=JournalWriter(out, store.journal_writer), writer=store.journal_writer
+    )
     sink.prepare()
     await reconcile_journal(store, sink)
     return store, sink
@@ -54,10 +56,12 @@ async def test_a_fleet_shares_one_order_and_each_instance_writes_its_own_segment
         assert sorted(own_a) == sorted(_rid(n) for n in range(6))
         assert sorted(own_b) == sorted(_rid(100 + n) for n in range(6))
 
-        # A dies between its commit and the rename; its restart finishes the work.
+        # A dies between its commit and the rename; its restart finishes the work, and
+        # leaves alone what B has staged and not yet committed.
         monkeypatch.setattr(sink_a, "publish", lambda: sink_a.abandon())
         await _settle(a, sink_a, mine[6], 6)
         monkeypatch.undo()
+        pending = sink_b.put(b'{"id": "x", "content_hash": "sha256:x"}\n', "2023/11/14/x.json")
         await _settle(b, sink_b, theirs[6], 106)
         assert len(record_files(out)) == 13
         await a.close()
@@ -65,6 +69,7 @@ async def test_a_fleet_shares_one_order_and_each_instance_writes_its_own_segment
         lines = check_journal(out)
         assert [line["seq"] for line in lines] == list(range(1, 15))
         assert len(record_files(out)) == 14
+        assert (out / ".staging" / pending.staging_name).exists()
 
         # `ingestor tail` reads the fleet's order from the database.
         config = make_config(tmp_path, ["http://127.0.0.1:9/f"], state=StateConfig(url=pg_url))

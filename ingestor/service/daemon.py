@@ -273,7 +273,8 @@ class Daemon:
     async def _journal_upkeep(self) -> None:
         if self.pipeline is None:
             return
-        output, sink = self.config.output, self.pipeline.sink
+        # The configuration the pipeline started with: output changes wait for a restart.
+        output, sink = self.pipeline.config.output, self.pipeline.sink
         try:
             if output.retention is not None:
                 await apply_retention(self.pipeline.store, sink, output.retention, time.time())

@@ -57,15 +57,22 @@ class StagedRecord:
 class FileSink:
     """`<dir>/YYYY/MM/DD/<id>.json`, written so that a file appears under its own name only
     once the state store has committed it: written and fsynced under
-    `<dir>/.staging/.<id>.<random>.staged`, renamed into place after the commit, and only
+    `<dir>/.staging/.<writer>.<id>.<random>.staged`, renamed into place after the commit, and only
     then named in the journal (`<dir>/journal/`). A consumer's `*.json` glob never matches
     a staged file or a journal segment, the rename stays on one file system, and what a
     crash left staged is settled at the next start against the state (reconcile)."""
 
     def __init__(
-        self, directory: Path, pretty: bool = False, journal: JournalWriter | None = None
+        self,
+        directory: Path,
+        pretty: bool = False,
+        journal: JournalWriter | None = None,
+        writer: str = "",
     ) -> None:
         self.directory = directory
+        # Staged names carry the writer: an instance of a fleet sharing this directory
+        # settles only its own leftovers at start, never a live neighbour's.
+        self._staged_prefix = f".{writer or '_'}."
         self.staging = directory / STAGING_DIR
         self.pretty = pretty
         self.journal = journal
@@ -118,7 +125,7 @@ class FileSink:
         started = time.thread_time()
         try:
             stem = Path(location).stem
-            name = f".{stem}.{secrets.token_hex(4)}{_STAGED_SUFFIX}"
+            name = f"{self._staged_prefix}{stem}.{secrets.token_hex(4)}{_STAGED_SUFFIX}"
             self._write_staged(self.staging / name, data, location)
             self._staged_unsynced = True
             return StagedFile(name, location)
@@ -214,7 +221,7 @@ class FileSink:
 
     def staged_records(self) -> list[StagedRecord]:
         found = []
-        for path in self.staging.glob(f".*{_STAGED_SUFFIX}"):
+        for path in self.staging.glob(f"{self._staged_prefix}*{_STAGED_SUFFIX}"):
             record_id, content_hash = _identity(path)
             found.append(StagedRecord(path, record_id, content_hash))
         return found
