@@ -4,6 +4,7 @@ each step of an article's commit, retention, and `ingestor tail`."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ from ingestor.core.state import (
     Settlement,
 )
 from ingestor.core.urls import TrackingParams
+from ingestor.errors import SinkError
 from ingestor.pipeline.journal import apply_retention, reconcile_journal
 from ingestor.service.tail import TailOptions, tail
 from ingestor.sink.files import FileSink
@@ -348,3 +350,39 @@ async def test_tail_exits_quietly_when_its_reader_goes_away(tmp_path):
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert len(stdout.splitlines()) == 2
     assert b"Traceback" not in stderr and b"Broken pipe" not in stderr, stderr
+
+
+async def test_a_failed_journal_append_keeps_its_lines_first(setup, monkeypatch):
+    store, sink, items, out = setup
+    real_append = sink.journal.append
+    calls = {"n": 0}
+
+    def append_failing_once(entries, now=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SinkError("cannot append to journal j: No space left on device")
+        return real_append(entries, now)
+
+    monkeypatch.setattr(sink.journal, "append", append_failing_once)
+    await _settle(store, sink, items[0], 0)
+    assert journal_lines(out) == [] and len(record_files(out)) == 1
+    await _settle(store, sink, items[1], 1)
+    assert [line["seq"] for line in check_journal(out)] == [1, 2]
+
+
+def test_a_failed_append_leaves_no_half_line(tmp_path, monkeypatch):
+    writer = JournalWriter(tmp_path)
+    writer.recover()
+    writer.append([_entry(1, n=1)])
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(SinkError, match="No space left"):
+        writer.append([_entry(2, n=2)])
+    monkeypatch.undo()
+    writer.append([_entry(2, n=2)])
+    assert [line["seq"] for line in journal_lines(tmp_path)] == [1, 2]

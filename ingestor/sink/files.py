@@ -160,7 +160,7 @@ class FileSink:
         """Install what the last transaction committed, in commit order: staged files
         renamed into place and deleted files removed (their directories fsynced), then the
         journal lines appended. What fails stays for the next call (logged once per call),
-        so that the journal never names a file that is not there."""
+        so that the journal never names a file that is not there and never skips a seq."""
         started = time.thread_time()
         with self._lock:
             work, self._backlog = self._backlog + self._queued, []
@@ -191,8 +191,10 @@ class FileSink:
                     try:
                         self.journal.append(done)
                     except SinkError as exc:
+                        # The files are in place; their lines go first next time, in order.
+                        self._backlog = [(None, entry) for entry in done] + self._backlog
                         self.publish_errors += 1
-                        log.error("%s (the lines are appended at the next start)", exc)
+                        log.error("%s (retried with the next one)", exc)
             finally:
                 self.thread_cpu_seconds += time.thread_time() - started
 

@@ -161,6 +161,11 @@ class JournalWriter:
                     while view:
                         view = view[os.write(fd, view) :]
                     os.fsync(fd)
+                except OSError:
+                    # No half line stays behind for the next append to follow.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, self._size)
+                    raise
                 finally:
                     os.close(fd)
             except OSError as exc:
