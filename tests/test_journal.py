@@ -386,3 +386,14 @@ def test_a_failed_append_leaves_no_half_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     writer.append([_entry(2, n=2)])
     assert [line["seq"] for line in journal_lines(tmp_path)] == [1, 2]
+
+
+async def test_tail_says_when_retention_removed_lines_it_waited_for(tmp_path):
+    config = _config(tmp_path)
+    writer = JournalWriter(config.output.dir)
+    writer.recover()
+    writer.append([_entry(seq, n=seq) for seq in range(5, 8)])  # 1-4 went with retention
+    printed, err = io.BytesIO(), io.StringIO()
+    assert await tail(config, TailOptions(since=2, paths_only=True), printed, err) == 0
+    assert [json.loads(line)["seq"] for line in printed.getvalue().splitlines()] == [5, 6, 7]
+    assert "journal lines 3-4 were removed by retention: going on from 5" in err.getvalue()

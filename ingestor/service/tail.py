@@ -192,13 +192,7 @@ async def tail(config: Config, options: TailOptions, out: BinaryIO, err: Any = s
                     print(why, file=err, flush=True)
                     reported_empty = True
                 if not warned_gap and (oldest := await source.oldest()) and oldest > seq + 1:
-                    # output.retention removed the lines this cursor was waiting for.
-                    print(
-                        f"journal lines {seq + 1}-{oldest - 1} were removed by retention: "
-                        f"going on from {oldest}",
-                        file=err,
-                        flush=True,
-                    )
+                    _report_removed(seq, oldest, err)
                     warned_gap = True
                     seq = oldest - 1
                     continue
@@ -207,6 +201,9 @@ async def tail(config: Config, options: TailOptions, out: BinaryIO, err: Any = s
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), options.poll_interval)
                 continue
+            if entries[0].seq > seq + 1 and not warned_gap:
+                _report_removed(seq, entries[0].seq, err)
+                warned_gap = True
             data = b"".join(render(e, config.output.dir, options.paths_only) for e in entries)
             try:
                 out.write(data)
@@ -223,6 +220,15 @@ async def tail(config: Config, options: TailOptions, out: BinaryIO, err: Any = s
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
     return 0
+
+
+def _report_removed(seq: int, oldest: int, err: Any) -> None:
+    # output.retention removed the lines this cursor was waiting for: say so, go on.
+    print(
+        f"journal lines {seq + 1}-{oldest - 1} were removed by retention: going on from {oldest}",
+        file=err,
+        flush=True,
+    )
 
 
 def _silence_stdout() -> None:
