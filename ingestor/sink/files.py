@@ -19,6 +19,7 @@ from ingestor.core.journal import JournalEntry
 from ingestor.core.record import Record
 from ingestor.core.state import RecordFiles, StagedFile
 from ingestor.errors import SinkError
+from ingestor.sink.fsync import fsync_directory
 from ingestor.sink.journal import JournalWriter
 
 log = logging.getLogger("ingestor.sink")
@@ -186,7 +187,7 @@ class FileSink:
                         done.append(entry)
                 for directory in directories:
                     with contextlib.suppress(FileNotFoundError):
-                        _fsync_directory(directory)
+                        fsync_directory(directory)
                 if self.journal is not None and done:
                     try:
                         self.journal.append(done)
@@ -235,7 +236,7 @@ class FileSink:
         target = self.directory / location
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.path, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def exists(self, location: str) -> bool:
         return (self.directory / location).is_file()
@@ -244,7 +245,7 @@ class FileSink:
         target = self.directory / location
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
 
     def _write_staged(self, path: Path, data: bytes, location: str) -> None:
         try:
@@ -282,17 +283,8 @@ def _identity(path: Path) -> tuple[str | None, str | None]:
 
 def _sync_or_fail(directory: Path) -> None:
     try:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as exc:
         raise SinkError(
             f"cannot sync output directory {directory}: {exc.strerror or exc}"
         ) from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Without this the rename itself may be lost on power failure, though the data is safe.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

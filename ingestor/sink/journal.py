@@ -23,6 +23,7 @@ from ingestor.core.journal import (
     should_rotate,
 )
 from ingestor.errors import SinkError
+from ingestor.sink.fsync import fsync_directory
 
 log = logging.getLogger("ingestor.journal")
 
@@ -137,7 +138,7 @@ class JournalWriter:
             path.unlink()
             return
         os.replace(path, self.directory / name.closed())
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def append(self, entries: Sequence[JournalEntry], now: float | None = None) -> None:
         """Append lines durably (fsync); lines at or below the last seq are already there."""
@@ -186,7 +187,7 @@ class JournalWriter:
         self._open = self.directory / segment_file_name(first_seq, self.writer, is_open=True)
         fd = os.open(self._open, os.O_WRONLY | os.O_CREAT, 0o644)
         os.close(fd)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         self._size = 0
         self._opened_at = now
 
@@ -236,11 +237,3 @@ def entries_after(directory: Path, seq: int, writer: str | None = None) -> Itera
             entry = parse_line(line)
             if entry.seq > seq:
                 yield entry
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
