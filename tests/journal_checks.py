@@ -11,13 +11,16 @@ import jsonschema
 from ingestor.core.journal import journal_schema, parse_segment_name
 
 
-def journal_lines(out: Path) -> list[dict]:
-    """Every line of every segment, in seq order (segments of all writers)."""
+def journal_lines(out: Path, writer: str | None = None) -> list[dict]:
+    """Every line of every segment (of one writer when given), in seq order."""
     lines = []
     directory = out / "journal"
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        if parse_segment_name(path.name) is None:
+        name = parse_segment_name(path.name)
+        if name is None:
             raise AssertionError(f"unexpected file in the journal: {path.name}")
+        if writer is not None and name.writer != writer:
+            continue
         data = path.read_bytes()
         assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a half line"
         lines.extend(json.loads(line) for line in data.splitlines())

@@ -13,10 +13,10 @@ from ingestor.core.state import FeedState, PollCommit
 from ingestor.pipeline.journal import reconcile_journal
 from ingestor.service.tail import TailOptions, tail
 from ingestor.sink.files import FileSink
-from ingestor.sink.journal import JournalWriter, entries_after
+from ingestor.sink.journal import JournalWriter
 from ingestor.store.postgres import PostgresStateStore
 from tests.conftest import make_config
-from tests.journal_checks import check_journal, record_files
+from tests.journal_checks import check_journal, journal_lines, record_files
 from tests.test_journal import NOW, _rid, _settle
 from tests.test_store_contract import _items
 
@@ -51,8 +51,8 @@ async def test_a_fleet_shares_one_order_and_each_instance_writes_its_own_segment
         lines = check_journal(out)
         assert [line["seq"] for line in lines] == list(range(1, 13))
         # Each instance's segments hold its own lines only, in order.
-        own_a = [e.record_id for e in entries_after(out / "journal", 0, "db-1-a")]
-        own_b = [e.record_id for e in entries_after(out / "journal", 0, "db-2-b")]
+        own_a = [line["id"] for line in journal_lines(out, "db-1-a")]
+        own_b = [line["id"] for line in journal_lines(out, "db-2-b")]
         assert sorted(own_a) == sorted(_rid(n) for n in range(6))
         assert sorted(own_b) == sorted(_rid(100 + n) for n in range(6))
 

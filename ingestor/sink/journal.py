@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,18 +222,3 @@ def read_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
         return [], offset
     end = data.rfind(b"\n") + 1
     return data[:end].splitlines(keepends=True), offset + end
-
-
-def entries_after(directory: Path, seq: int, writer: str | None = None) -> Iterable[JournalEntry]:
-    """Every journal line with a seq above `seq`, in order (a one-off read)."""
-    segments = list_segments(directory, writer)
-    starts = [s.name.first_seq for s in segments]
-    for index, segment in enumerate(segments):
-        following = starts[index + 1] if index + 1 < len(starts) else None
-        if following is not None and following <= seq + 1:
-            continue
-        lines, _end = read_lines(segment.path, 0)
-        for line in lines:
-            entry = parse_line(line)
-            if entry.seq > seq:
-                yield entry
