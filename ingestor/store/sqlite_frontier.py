@@ -234,11 +234,7 @@ class SQLiteFrontier(SQLiteConnection):
         record_id = record.record_id if record is not None else commit.seen_record_id
         entry = None
         if record is not None:
-            write_record(conn, record)
-            (location,) = conn.execute(
-                "SELECT location FROM records WHERE record_id = ?", (record.record_id,)
-            ).fetchone()
-            change = record.journal_change(location)
+            change = record.journal_change(write_record(conn, record))
             entry = append_journal(conn, change, self.journal_writer)
         if commit.release_record is not None:
             release_reservation(conn, commit.release_record)

@@ -162,12 +162,13 @@ def feed_from_json(text: str) -> FeedState:
     return FeedState(**data)
 
 
-def write_record(conn: sqlite3.Connection, item: CommitItem) -> None:
-    conn.execute(
+def write_record(conn: sqlite3.Connection, item: CommitItem) -> str:
+    """The record done, its claims and fingerprint kept; returns its location."""
+    (location,) = conn.execute(
         "UPDATE records SET done = 1, content_hash = ?, feed_id = ?, committed_at = ? "
-        "WHERE record_id = ?",
+        "WHERE record_id = ? RETURNING location",
         (item.content_hash, item.feed_id, item.committed_at, item.record_id),
-    )
+    ).fetchone()
     conn.execute(
         "INSERT OR IGNORE INTO content_claims VALUES (?, ?)", (item.content_hash, item.record_id)
     )
@@ -175,6 +176,7 @@ def write_record(conn: sqlite3.Connection, item: CommitItem) -> None:
         register_fingerprint(
             conn, item.record_id, item.scheme, item.signature, item.band_keys, item.committed_at
         )
+    return str(location)
 
 
 def register_fingerprint(
