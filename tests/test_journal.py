@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from ingestor.core import frontier
-from ingestor.core.entry import FeedEntry
 from ingestor.core.journal import (
     JournalEntry,
     parse_line,
@@ -35,7 +33,6 @@ from ingestor.core.state import (
     PollCommit,
     Settlement,
 )
-from ingestor.core.urls import TrackingParams
 from ingestor.errors import SinkError
 from ingestor.pipeline.journal import apply_retention, reconcile_journal
 from ingestor.service.tail import TailOptions, tail
@@ -44,6 +41,7 @@ from ingestor.sink.journal import JournalWriter
 from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import make_config
 from tests.journal_checks import check_journal, journal_lines, record_files
+from tests.test_store_contract import _items
 
 NOW = 1_700_000_000.0
 
@@ -124,24 +122,6 @@ def test_segments_rotate_by_size_and_age_and_a_crash_leaves_no_half_line(tmp_pat
 # --- a real SQLite store and file sink, crashed at each step ---
 
 
-def _queue(store: SQLiteStateStore, n: int) -> None:
-    entries = [
-        (FeedEntry(f"k{i}", f"http://h/a/{i}", f"T{i}", None, None), False) for i in range(n)
-    ]
-    items = frontier.plan_items(
-        "f",
-        entries,
-        fetch_articles=True,
-        feed_title=None,
-        feed_language=None,
-        tracking=TrackingParams(),
-        now=NOW,
-    )
-    return store.commit_poll(
-        PollCommit(FeedState(feed_id="f"), [replace(i, host="h:80") for i in items])
-    )
-
-
 async def _settle(store, sink, item, n: int, version: int = 0, op: str = "create"):
     rid = _rid(n)
     content_hash = f"sha256:{n}.{version}"
@@ -167,7 +147,7 @@ async def setup(tmp_path):
     sink = FileSink(out, journal=JournalWriter(out))
     sink.prepare()
     await reconcile_journal(store, sink)
-    await _queue(store, 6)
+    await store.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 6)))
     items = (await store.claim_articles([("h:80", 6)], NOW, NOW + 60)).items
     yield store, sink, items, out
     await store.close()

@@ -21,27 +21,20 @@ from ingestor.sink.journal import JournalWriter
 from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import article_html, distinct_story
 from tests.journal_checks import check_journal, journal_lines
-from tests.test_daemon import start_daemon, wait_for
+from tests.test_daemon import Farm, start_daemon, wait_for
 
 FEEDS, ITEMS = 4, 30
 
 
-class ChangingFarm:
+class ChangingFarm(Farm):
     """Atom feeds whose entries appear over time and whose stories are rewritten (a new
     <updated> and a new text): the journal gets creates, updates and, with a short
     retention, deletes."""
 
     def __init__(self) -> None:
+        super().__init__(FEEDS, ITEMS, latency=(0.01, 0.05))
         self.visible = 10
         self.versions: dict[tuple[int, int], int] = {}
-        self.app = web.Application()
-        self.app.router.add_get("/feed/{n}.atom", self.feed)
-        self.app.router.add_get("/a/{feed}/{item}.html", self.article)
-        self.app.router.add_get("/robots.txt", self.robots)
-        self.base = ""
-
-    async def robots(self, _request: web.Request) -> web.Response:
-        return web.Response(text="User-agent: *\nAllow: /\n")
 
     async def feed(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
@@ -60,7 +53,7 @@ class ChangingFarm:
 
     async def article(self, request: web.Request) -> web.Response:
         n, i = int(request.match_info["feed"]), int(request.match_info["item"])
-        await asyncio.sleep(random.uniform(0.01, 0.05))
+        await asyncio.sleep(random.uniform(*self.latency))
         version = self.versions.get((n, i), 0)
         story = distinct_story(n * 1000 + i + 100_000 * version)
         return web.Response(text=article_html(f"Story {n}-{i}", story), content_type="text/html")
@@ -131,7 +124,7 @@ async def test_kill_9_ten_times_with_a_tail_consumer_following(tmp_path, serve):
     farm = ChangingFarm()
     farm.base = await serve(farm.app)
     config = tmp_path / "ingestor.yaml"
-    feeds = "".join(f"  - url: {farm.base}/feed/{n}.atom\n" for n in range(FEEDS))
+    feeds = "".join(f"  - url: {url}\n" for url in farm.feed_urls())
     config.write_text(
         "output:\n  dir: out\n  retention: 20s\n  journal_segment_size: 4KiB\n"
         "state:\n  path: state/ingestor.db\n"
