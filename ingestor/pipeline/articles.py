@@ -13,7 +13,8 @@ process_item(item):                                         # called by the disp
         prep = reserve the location, dedup candidates
         decide: verdict = exact body hash, else MinHash LSH candidates confirmed by
             similarity; near duplicate and mode drop -> entry seen, done
-        put the record file (durable), then commit (record, entry, frontier)
+        stage the record file (durable), then commit (record, entry, frontier, journal
+        row); after the commit, the file takes its name and its journal line
 """
 
 from __future__ import annotations
@@ -306,7 +307,7 @@ class ArticleWorker(UsesParts):
             )
         query = DedupQuery(prints.content_hash, self.scheme, bands, since, prints.signature, legacy)
         # The day the entry was queued names the directory: an item done again after a
-        # crash between its file and its commit rewrites the same file.
+        # crash before its commit lands under the same name.
         queued = datetime.fromtimestamp(item.enqueued_at, UTC)
         lookup = ArticleLookup(
             rid,
