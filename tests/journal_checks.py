@@ -11,8 +11,23 @@ import jsonschema
 from ingestor.core.journal import journal_schema, parse_segment_name
 
 
-def journal_lines(out: Path, writer: str | None = None) -> list[dict]:
-    """Every line of every segment (of one writer when given), in seq order."""
+def journal_lines(out: Path, writer: str | None = None, live: bool = False) -> list[dict]:
+    """Every line of every segment (of one writer when given), in seq order.
+
+    `live`: the daemon is running. A segment may then be renamed (closed) or removed
+    (retention) between the listing and the read: the directory is read again. The open
+    segment's last line may be half-appended: like `ingestor tail`, only complete lines
+    count. A stopped daemon's journal must hold no half line at all."""
+    for _attempt in range(20):
+        try:
+            return _read_lines(out, writer, live)
+        except FileNotFoundError:
+            if not live:
+                raise
+    raise AssertionError("the journal kept changing under the reader")
+
+
+def _read_lines(out: Path, writer: str | None, live: bool) -> list[dict]:
     lines = []
     directory = out / "journal"
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
@@ -22,6 +37,8 @@ def journal_lines(out: Path, writer: str | None = None) -> list[dict]:
         if writer is not None and name.writer != writer:
             continue
         data = path.read_bytes()
+        if live and name.is_open:
+            data = data[: data.rfind(b"\n") + 1]
         assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a half line"
         lines.extend(json.loads(line) for line in data.splitlines())
     return sorted(lines, key=lambda line: line["seq"])

@@ -147,7 +147,7 @@ async def test_kill_9_ten_times_with_a_tail_consumer_following(tmp_path, serve):
     history: dict[int, dict] = {}
 
     def lines_now() -> int:
-        history.update((line["seq"], line) for line in journal_lines(out))
+        history.update((line["seq"], line) for line in journal_lines(out, live=True))
         return len(history)
 
     try:
