@@ -61,9 +61,9 @@ def extraction_table(corpus: list[Story]) -> list[str]:
         for story in corpus:
             page = render_page(story, template)
             expected = "\n".join(story.paragraphs)
-            text, json_ld, _meta = extract_page(page, f"https://example.org/{story.name}")
-            raw_scores.append(prf(text, expected))
-            shipped_scores.append(prf(choose_body(text, json_ld, None).text, expected))
+            body, json_ld, _meta = extract_page(page, f"https://example.org/{story.name}")
+            raw_scores.append(prf(body.text, expected))
+            shipped_scores.append(prf(choose_body(body, json_ld, None).text, expected))
         totals["raw"] += raw_scores
         totals["shipped"] += shipped_scores
         rows.append(f"| {template} | {len(corpus)} | {_fmt(raw_scores)} | {_fmt(shipped_scores)} |")

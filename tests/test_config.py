@@ -214,18 +214,13 @@ def test_the_fleet_example_and_its_compose_file_agree(monkeypatch):
     assert f"output:{config.output.dir}" in replicas["volumes"]
 
 
-def test_the_resiliparse_engine_needs_its_package(tmp_path, monkeypatch):
+def test_the_extraction_engine_and_second_opinion_settings(tmp_path):
     text = "output:\n  dir: out\nstate:\n  path: s.db\nextraction:\n  engine: resiliparse\n"
     assert load_config(write(tmp_path, text)).extraction.engine == "resiliparse"
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "resiliparse" else real(name, *a),
-    )
-    with pytest.raises(ConfigError, match=r"extraction.engine: resiliparse is not installed"):
-        load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, text)).extraction.second_opinion is True
+    off = text + "  second_opinion: false\n"
+    assert load_config(write(tmp_path, off)).extraction.second_opinion is False
+    with pytest.raises(ConfigError, match=r"extraction.second_opinion: "):
+        load_config(write(tmp_path, text + "  second_opinion: sometimes\n"))
     with pytest.raises(ConfigError, match=r"extraction.engine: must be one of"):
         load_config(write(tmp_path, text.replace("resiliparse", "boilerpipe")))

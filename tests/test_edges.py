@@ -80,9 +80,10 @@ def test_the_extracted_page_loses_its_share_and_read_more_lines():
         "Share this article",
         "The first trams will run every ten minutes, and every five at rush hour.",
     ]
-    text, _json_ld, _meta = extract_page(
+    page, _json_ld, _meta = extract_page(
         article_html("Tram line opens in May", paragraphs), "http://127.0.0.1/a.html"
     )
+    text = page.text
     assert "Read more" not in text and "Share this article" not in text
     for kept in (paragraphs[0], paragraphs[2], paragraphs[4]):
         assert kept in text

@@ -8,10 +8,12 @@ import pytest
 from ingestor.analyze.extract import choose_body, extract_page, json_ld_article_body
 from ingestor.analyze.jobs import ArticleJob, analyze_article
 from ingestor.analyze.language import decide_language, detect_language, normalize_code
-from ingestor.core.analysis import LanguageResult
+from ingestor.core.analysis import Body, LanguageResult
 from ingestor.core.cleaning import clean_text
 from ingestor.errors import WorkerError
 from tests.conftest import LOREM_EN, SEEDS, article_html
+
+NO_PAGE = Body("", "none")
 
 SEED_TEXT = (SEEDS / "000_ade475924e1c9f94.txt").read_text("utf-8")
 NOISE = [
@@ -38,7 +40,8 @@ def seed_paragraphs() -> list[str]:
 
 def test_french_seed_page_gives_the_article_paragraphs_only():
     html = (SEEDS / "articles" / "fr-irak-syrie-bases-us.html").read_text("utf-8")
-    text, _json_ld, meta = extract_page(html, "http://127.0.0.1/articles/fr.html")
+    page, _json_ld, meta = extract_page(html, "http://127.0.0.1/articles/fr.html")
+    text = page.text
     assert text.split("\n\n") == seed_paragraphs()
     for noise in NOISE:
         assert noise not in text, noise
@@ -76,7 +79,8 @@ def test_comments_are_excluded():
         "</article><section class='comments'><h2>Comments</h2><div class='comment'>"
         "<p>Great article, I completely disagree with the mayor on this one.</p></div></section>",
     )
-    text, _ld, _meta = extract_page(html, "http://e.com/a")
+    page, _ld, _meta = extract_page(html, "http://e.com/a")
+    text = page.text
     assert "completely disagree" not in text
     assert LOREM_EN[0] in text
 
@@ -92,21 +96,24 @@ def test_json_ld_body_wins_only_when_clearly_longer():
     teaser = article_html(
         "Tram", LOREM_EN[:1], extra_head=f'<script type="application/ld+json">{ld}</script>'
     )
-    page_text, json_ld_text, _meta = extract_page(teaser, "http://e.com/a")
+    page, json_ld_text, _meta = extract_page(teaser, "http://e.com/a")
     assert json_ld_text.split("\n\n") == LOREM_EN
-    chosen = choose_body(page_text, json_ld_text, None)
+    chosen = choose_body(page, json_ld_text, None)
     assert chosen.method == "json_ld" and chosen.text.split("\n\n") == LOREM_EN
-    assert choose_body(LOREM_EN[0], body, None).method == "json_ld"
-    assert choose_body(body, body[:200], None).method == "trafilatura"
-    assert choose_body(body, body + " more", None).method == "trafilatura"
+    assert choose_body(Body(LOREM_EN[0], "trafilatura"), body, None).method == "json_ld"
+    assert choose_body(Body(body, "trafilatura"), body[:200], None).method == "trafilatura"
+    assert choose_body(Body(body, "trafilatura"), body + " more", None).method == "trafilatura"
     assert json_ld_article_body("<script type='application/ld+json'>{broken</script>") is None
 
 
 def test_feed_content_used_when_page_yields_less_or_nothing():
-    assert choose_body("", None, "Feed full text").method == "feed_content"
-    assert choose_body("short", None, "a much longer feed text body").method == "feed_content"
-    assert choose_body("", None, None) == choose_body("", None, None)
-    assert choose_body("", None, None).method == "none"
+    assert choose_body(NO_PAGE, None, "Feed full text").method == "feed_content"
+    assert (
+        choose_body(Body("short", "trafilatura"), None, "a much longer feed text body").method
+        == "feed_content"
+    )
+    assert choose_body(NO_PAGE, None, None) == choose_body(NO_PAGE, None, None)
+    assert choose_body(NO_PAGE, None, None).method == "none"
 
 
 def test_analyze_article_in_the_worker_pool(worker_pool):

@@ -49,5 +49,5 @@ def test_the_body_is_the_same_either_way_and_the_heading_is_not_repeated():
     )
     full, _, full_meta = extract_page(page, "https://news.example/tram?x=1")
     scanned, _, head_meta = extract_page(page, "https://news.example/tram?x=1", with_metadata=False)
-    assert scanned == full and scanned.startswith("The city council voted")
+    assert scanned == full and scanned.text.startswith("The city council voted")
     assert head_meta.canonical_url == full_meta.canonical_url == "https://news.example/tram"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from ingestor.core.analysis import ArticleAnalysis, PageMetadata
+from ingestor.core.analysis import ArticleAnalysis, Body, PageMetadata
 
 if TYPE_CHECKING:
     from ingestor.core.entry import ParsedFeed
@@ -34,6 +34,8 @@ class ArticleJob:
     fast: bool = False
     extensive_date_search: bool = False
     engine: str = "trafilatura"
+    # Fill trafilatura's text with the paragraphs resiliparse finds inside the body.
+    second_opinion: bool = True
     # trafilatura's metadata pass (its date finding above all); without it the page's
     # head tags give the metadata. Wanted when the feed does not date the entry.
     page_metadata: bool = True
@@ -60,14 +62,18 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     started = time.process_time()
     html = decode_document(job.page, job.charset)[0] if job.page else ""
     if html:
-        page_text, json_ld_text, meta = extract_page(
-            html, job.url, job.fast, job.extensive_date_search, job.page_metadata, job.engine
+        page, json_ld_text, meta = extract_page(
+            html,
+            job.url,
+            job.fast,
+            job.extensive_date_search,
+            job.page_metadata,
+            job.engine,
+            job.second_opinion,
         )
     else:
-        page_text, json_ld_text, meta = "", None, PageMetadata()
-    body = choose_body(
-        page_text, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary, job.engine
-    )
+        page, json_ld_text, meta = Body("", "none"), None, PageMetadata()
+    body = choose_body(page, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
     extracted = time.process_time()
     title = job.title or meta.title or ""
     language = detect_language(

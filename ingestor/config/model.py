@@ -124,7 +124,10 @@ class ExtractionConfig:
     extensive_date_search: bool = setting(False, v.boolean)
     # resiliparse: about a sixth of trafilatura's CPU per page, for volume over quality
     # (bench/devset.py; on news portals it keeps teaser grids and comments).
-    engine: ExtractionEngine = setting("trafilatura", v.engine)
+    engine: ExtractionEngine = setting("trafilatura", v.choice_of(ExtractionEngine))
+    # With trafilatura, restore the paragraphs resiliparse finds inside the body that
+    # trafilatura left out (analyze/second_opinion.py): about 5 ms more per page.
+    second_opinion: bool = setting(True, v.boolean)
 
 
 @dataclass(frozen=True)

@@ -114,18 +114,6 @@ def choice_of(literal: Any) -> Callable[[Any], str]:
     return _choice(*typing.get_args(literal))
 
 
-def engine(value: Any) -> str:
-    """extraction.engine: trafilatura, or resiliparse when it is installed."""
-    import importlib.util
-
-    name = _choice("trafilatura", "resiliparse")(value)
-    if name == "resiliparse" and importlib.util.find_spec("resiliparse") is None:
-        raise ValueError(
-            "resiliparse is not installed: pip install 'ingestor[fast]' (or choose trafilatura)"
-        )
-    return name
-
-
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in choices:

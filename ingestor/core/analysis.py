@@ -21,7 +21,9 @@ class PageMetadata:
 @dataclass(frozen=True)
 class Body:
     text: str
-    method: str  # trafilatura | resiliparse | json_ld | feed_content | feed_summary | none
+    # trafilatura | trafilatura+resiliparse | resiliparse | json_ld | feed_content
+    # | feed_summary | none
+    method: str
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,7 @@ class ArticleWorker(UsesParts):
             fast=extraction.fast,
             extensive_date_search=extraction.extensive_date_search,
             engine=extraction.engine,
+            second_opinion=extraction.second_opinion,
             # The feed's date wins over the page's: without one, trafilatura finds it.
             page_metadata=entry.published is None and entry.updated is None,
             detector=self.config.language.detector,
