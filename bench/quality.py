@@ -1,11 +1,17 @@
 """Quality figures: body extraction (token precision/recall/F1) and near-duplicate
 detection (recall/precision at the shipped threshold, cost per article).
 
-    python bench/quality.py            # prints two tables
+    python bench/quality.py            # prints two tables, then the dev set's
+    python bench/quality.py --no-devset
+
+The dev set of real pages (`../shared/devsets/readability-pages.jsonl.gz`, or --devset)
+is scored by bench/devset.py's report: the workers' function beside trafilatura's
+default, CPU per page and failure classes.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import re
@@ -20,6 +26,7 @@ from ingestor.core.state import DedupQuery
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import devset
 from bench.corpus import TEMPLATES, Story, render_page, stories
 from ingestor.analyze.extract import choose_body, extract_page
 from ingestor.analyze.fingerprint import fingerprint, scheme_id, similarity
@@ -245,6 +252,12 @@ async def dedup_cost(corpus: list[Story], stored: int = 20_000) -> list[str]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devset", type=Path, default=devset.DEFAULT_DEVSET)
+    parser.add_argument("--no-devset", action="store_true")
+    args = parser.parse_args()
     corpus = stories()
     print("## Body extraction, token precision / recall / F1 (mean over pages)\n")
     print("\n".join(extraction_table(corpus)))
@@ -252,6 +265,14 @@ def main() -> None:
     print("\n".join(asyncio.run(dedup_table(corpus))))
     print()
     print("\n".join(asyncio.run(dedup_cost(corpus))))
+    if args.no_devset:
+        return
+    print("\n## Body extraction on real pages (bench/devset.py)\n")
+    if not args.devset.exists():
+        print(f"(no dev set at {args.devset}: pass --devset)")
+        return
+    source, pages = devset.load_devset(args.devset)
+    devset.report(pages, source)
 
 
 if __name__ == "__main__":
