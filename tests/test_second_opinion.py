@@ -110,3 +110,35 @@ def test_what_the_page_hides_from_readers_is_not_in_the_body():
             page, "http://127.0.0.1/a.html", with_metadata=with_metadata
         )
         assert body.text == paragraphs(A, B, C, D), with_metadata
+
+
+MORE = [
+    "The transport authority will publish the timetable for the new line in the spring, "
+    "after a consultation with the residents of the districts it serves.",
+    "Tickets will cost the same as on the rest of the network, and the monthly pass will "
+    "be valid on the new line from its first day of service.",
+]
+
+
+def test_a_hidden_element_that_holds_the_article_is_kept():
+    article = "".join(f"<p>{p}</p>" for p in LOREM_EN)
+    # A consent wall: the page is aria-hidden while its dialog is open.
+    wall = (
+        '<html lang="en"><head><title>Tram line</title></head><body>'
+        f'<div id="page" aria-hidden="true"><article><h1>Tram line</h1>{article}</article></div>'
+        '<div role="dialog"><p>We value your privacy. We and our partners store and access '
+        "information on your device to show you personalised advertising.</p>"
+        "<button>Accept all</button></div></body></html>"
+    )
+    body, _ld, _meta = extract_page(wall, "http://127.0.0.1/a.html", with_metadata=False)
+    assert body.text.startswith(paragraphs(*LOREM_EN))
+    # The rest of a long article collapsed until "read more" is clicked.
+    rest = "".join(f"<p>{p}</p>" for p in [*MORE, *LOREM_EN[:3]])
+    collapsed = (
+        '<html lang="en"><head><title>Tram line</title></head><body><article>'
+        f'<h1>Tram line</h1><p>{LOREM_EN[3]}</p><div style="display: none">{rest}</div>'
+        "<button>Read more</button></article></body></html>"
+    )
+    body, _ld, _meta = extract_page(collapsed, "http://127.0.0.1/a.html", with_metadata=False)
+    for paragraph in [*MORE, *LOREM_EN]:
+        assert paragraph in body.text

@@ -57,12 +57,17 @@ JSON_LD_ADVANTAGE = 1.3
 FEED_CONTENT_ADVANTAGE = 1.1
 # What the page hides from its readers, as Readability.js judges it (isProbablyVisible):
 # the hidden attribute, aria-hidden (except Wikipedia-style fallback images) and an inline
-# display:none or visibility:hidden. trafilatura prunes these before it reads the page.
+# display:none or visibility:hidden. trafilatura prunes these before it reads the page,
+# except a hidden element that holds the article: a consent wall hides the whole page
+# behind aria-hidden while its dialog is open, and some sites collapse the rest of a long
+# article with display:none until "read more" is clicked.
 HIDDEN_XPATH = (
-    "//*[@hidden"
+    "//*[(@hidden"
     " or (@aria-hidden='true' and not(contains(@class, 'fallback-image')))"
     " or contains(translate(@style, ' ', ''), 'display:none')"
-    " or contains(translate(@style, ' ', ''), 'visibility:hidden')]"
+    " or contains(translate(@style, ' ', ''), 'visibility:hidden'))"
+    " and not(self::body or self::main or self::article or .//main or .//article)"
+    " and count(.//p) < 5]"
 )
 
 
