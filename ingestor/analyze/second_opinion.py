@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import repeat
 
 _WORD = re.compile(r"\w+")
 _SHINGLE = 4
@@ -54,7 +55,8 @@ def fill_from_second_opinion(first: str, second: str) -> Filled:
     words = [_words(line) for line in second_lines]
     shingles = [_shingles(w) for w in words]
     covered = [
-        bool(s) and sum(x in shingle_counts for x in s) >= COVERED_SHARE * len(s) for s in shingles
+        bool(s) and sum(map(shingle_counts.__contains__, s)) >= COVERED_SHARE * len(s)
+        for s in shingles
     ]
     if not any(covered):
         return Filled(first, 0)
@@ -68,17 +70,17 @@ def fill_from_second_opinion(first: str, second: str) -> Filled:
     present: set[int] = set()  # second-opinion paragraphs the result holds
     for i in range(first_covered, len(second_lines)):
         if covered[i]:
-            anchor = max(
-                (line_of_shingle[x] for x in shingles[i] if x in line_of_shingle), default=anchor
-            )
+            anchor = max(max(map(line_of_shingle.get, shingles[i], repeat(-1))), anchor)
             times_seen[words[i]] += 1
             # A covered paragraph seen more often than the first text has it is a repeat.
             if i == first_covered or times_seen[words[i]] <= shingle_counts[shingles[i][0]]:
                 present.add(i)
                 continue
-        repeat = i - 1 in present and words[i] == words[i - 1] and len(words[i]) >= MIN_PROSE_WORDS
+        back_to_back = (
+            i - 1 in present and words[i] == words[i - 1] and len(words[i]) >= MIN_PROSE_WORDS
+        )
         inside = i < last_covered and not covered[i]
-        if repeat or (
+        if back_to_back or (
             inside and _is_new_prose(second_lines[i], words[i], shingles[i], shingle_counts)
         ):
             after_line.setdefault(anchor, []).append(second_lines[i])
@@ -102,7 +104,7 @@ def _is_new_prose(
     return (
         len(words) >= MIN_PROSE_WORDS
         and line.endswith(_SENTENCE_END)
-        and sum(x not in known for x in shingles) >= NEW_SHARE * len(shingles)
+        and len(shingles) - sum(map(known.__contains__, shingles)) >= NEW_SHARE * len(shingles)
     )
 
 
@@ -115,12 +117,10 @@ def _index(lines: list[str]) -> tuple[Counter[tuple[str, ...]], dict[tuple[str, 
         line_words = _words(line)
         stream.extend(line_words)
         owner.extend([index] * len(line_words))
-    counts: Counter[tuple[str, ...]] = Counter()
-    line_of: dict[tuple[str, ...], int] = {}
-    for start, shingle in enumerate(_shingles(tuple(stream))):
-        counts[shingle] += 1
-        line_of[shingle] = owner[min(start + _SHINGLE - 1, len(owner) - 1)]
-    return counts, line_of
+    shingles = _shingles(tuple(stream))
+    # A stream shorter than a shingle is one shingle, ending on the last line.
+    ends = owner[_SHINGLE - 1 :] or owner[-1:]
+    return Counter(shingles), dict(zip(shingles, ends, strict=True))
 
 
 def _words(line: str) -> tuple[str, ...]:
@@ -128,6 +128,7 @@ def _words(line: str) -> tuple[str, ...]:
 
 
 def _shingles(words: tuple[str, ...]) -> list[tuple[str, ...]]:
-    if not words:
-        return []
-    return [words[i : i + _SHINGLE] for i in range(max(len(words) - _SHINGLE + 1, 1))]
+    if len(words) < _SHINGLE:
+        return [words] if words else []
+    # The shifted copies are shorter by one each: zip stops at the last whole shingle.
+    return list(zip(*(words[i:] for i in range(_SHINGLE)), strict=False))
