@@ -1,7 +1,10 @@
 """Imported once by the worker pool's fork server: every worker forked from it starts with
-trafilatura, numpy and the language profiles already loaded, instead of spending
+trafilatura, resiliparse (the second opinion), numpy and the language profiles already
+loaded, instead of spending
 about a second of CPU on each of them per worker (and again after every replacement)."""
 
+import resiliparse.extract.html2text
+import resiliparse.parse.html  # noqa: F401
 import trafilatura  # noqa: F401
 
 from ingestor.analyze.fingerprint import fingerprint
