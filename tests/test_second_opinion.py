@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingestor.analyze.extract import extract_page
 from ingestor.analyze.jobs import ArticleJob, analyze_article
 from ingestor.analyze.second_opinion import fill_from_second_opinion
@@ -142,3 +145,21 @@ def test_a_hidden_element_that_holds_the_article_is_kept():
     body, _ld, _meta = extract_page(collapsed, "http://127.0.0.1/a.html", with_metadata=False)
     for paragraph in [*MORE, *LOREM_EN]:
         assert paragraph in body.text
+
+
+_POOL = [*LOREM_EN, DEK, *MORE, "Advertisement", "Read more", "Home World Sport"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.lists(st.sampled_from(_POOL), max_size=8),
+    second=st.lists(st.sampled_from(_POOL), max_size=12),
+)
+def test_the_first_text_is_never_cut_or_reordered(first, second):
+    filled = fill_from_second_opinion(paragraphs(*first), paragraphs(*second))
+    lines = filled.text.split("\n\n") if filled.text else []
+    # Every line of the first, in its order, with only lines of the second between them.
+    remaining = iter(lines)
+    assert all(any(line == wanted for line in remaining) for wanted in first)
+    assert len(lines) == len(first) + filled.restored
+    assert set(lines) <= set(first) | set(second)
