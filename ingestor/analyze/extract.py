@@ -84,9 +84,10 @@ def extract_page(
     articleBody, and its metadata.
 
     `fast` skips trafilatura's fallback extractors (readability, jusText): about 13% less
-    CPU in recall mode (35.3 -> 30.8 ms per page), dev set F1 0.956 -> 0.950. htmldate's extensive search scans the whole page text for date patterns and
-    costs as much as the extraction itself; the feed's timestamp wins over the page's date
-    anyway, so it is off unless asked for (meta tags, JSON-LD and the URL are still read).
+    CPU in recall mode (35.3 -> 30.8 ms per page), dev set F1 0.956 -> 0.950. htmldate's
+    extensive search scans the whole page text for date patterns and costs as much as the
+    extraction itself; the feed's timestamp wins over the page's date anyway, so it is off
+    unless asked for (meta tags, JSON-LD and the URL are still read).
     Without `with_metadata` (the feed dates the entry), the metadata comes from a scan of
     the page's head tags instead of trafilatura's metadata pass, a third of its cost.
     `second_opinion` fills trafilatura's text from resiliparse's (module docstring).
