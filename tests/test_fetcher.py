@@ -175,7 +175,7 @@ def test_retry_after_formats():
     date = format_datetime(datetime.fromtimestamp(now, UTC) + timedelta(minutes=5), usegmt=True)
     assert parse_retry_after(date, now) == pytest.approx(now + 300)
     assert parse_retry_after("soon", now) is None
-    assert parse_retry_after("99999999", now) == now + 7 * 86400  # capped at a week
+    assert parse_retry_after("99999999", now) == now + 86400  # capped at a day
 
 
 def test_freshness_from_cache_control_and_expires():

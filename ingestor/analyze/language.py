@@ -6,6 +6,7 @@ decide_language() is the pure rule; detect_language() runs a detector and applie
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -18,14 +19,15 @@ UNDETERMINED = "und"
 SHORT_TEXT_CHARS = 200
 # Measured on news prose in five languages (bench/corpus.py, 400 samples per length):
 # langdetect is right 67% of the time at 8 letters, 92% at 20, 97% at 30 and 100% from 40
-# on, while its own probability stays at 0.8-1.0 even when it is wrong. Under MIN_LETTERS
-# there is nothing to judge (a title like "v2.4.0" or "Nightly build is out"); up to
-# RELIABLE_LETTERS the confidence is capped, rising from 0.5 to 1.0.
+# on, while its own probability stays at 0.8-1.0 even when it is wrong. So a short text
+# still gets the detector's best guess ("und" only for text without a letter of any
+# script: an "und" for a short sentence is a sure miss, a guess is mostly right), with a
+# confidence capped by its length: up to 0.5 at MIN_LETTERS, rising to 1.0 at
+# RELIABLE_LETTERS.
 MIN_LETTERS = 20
 RELIABLE_LETTERS = 40
 _MIN_HINT_BONUS = 0.1
 _MAX_HINT_BONUS = 0.7
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
@@ -73,10 +75,25 @@ def decide_language(
     confidence = probabilities.get(best, 0.0)
     if best in hint_codes and confidence < bonus:
         confidence = max(confidence, bonus)
-    if letters is not None and letters < RELIABLE_LETTERS:
-        share = max(letters - MIN_LETTERS, 0) / (RELIABLE_LETTERS - MIN_LETTERS)
-        confidence = min(confidence, 0.5 + 0.5 * share)
+    if letters is not None:
+        confidence = min(confidence, length_cap(letters))
     return LanguageResult(best, round(min(max(confidence, 0.0), 1.0), 4))
+
+
+def length_cap(letters: int) -> float:
+    """The most confidence `letters` letters can carry: 0.5 at MIN_LETTERS, rising
+    linearly to 1.0 at RELIABLE_LETTERS, falling linearly to 0 below MIN_LETTERS."""
+    if letters >= RELIABLE_LETTERS:
+        return 1.0
+    if letters >= MIN_LETTERS:
+        return 0.5 + 0.5 * (letters - MIN_LETTERS) / (RELIABLE_LETTERS - MIN_LETTERS)
+    return 0.5 * max(letters, 0) / MIN_LETTERS
+
+
+def count_letters(text: str) -> int:
+    """Letters of every script, combining marks included: a Devanagari vowel sign or
+    virama (category Mc/Mn) is part of its word, not punctuation."""
+    return sum(1 for char in text if char.isalpha() or unicodedata.category(char)[0] == "M")
 
 
 @cache
@@ -145,26 +162,27 @@ def detect_language(
     max_chars: int = 400,
 ) -> LanguageResult:
     sample = f"{title}\n{text}".strip()[:max_chars]
-    letters = len(_LETTER.findall(sample))
+    letters = count_letters(sample)
     proven = cjk_language(sample)
     if proven is not None and letters < MIN_LETTERS:
         # A few CJK characters say more than a few Latin letters: the script decides.
         return decide_language([(proven, 1.0)], len(sample), hints, MIN_LETTERS)
-    if letters < MIN_LETTERS:
+    if letters == 0:
         return decide_language([], 0, hints)
     if detector == "py3langid":
         candidates = _langid_candidates(sample)
     else:
-        candidates = _second_opinion(_langdetect_candidates(sample), sample, hints)
+        candidates = _langdetect_candidates(sample) or _langid_candidates(sample)
+        candidates = _second_opinion(candidates, sample, hints)
     return decide_language(_script_corrected(candidates, sample), len(sample), hints, letters)
 
 
 # langdetect has no model for some languages, and their nearest neighbour absorbs them with
-# full confidence: Icelandic and Nynorsk read as "no", Malay as "id", Bosnian as "hr". When
-# langdetect answers one of these neighbours, or a hint names a language it lacks,
-# py3langid (0.15 ms) is asked too, and wins when it names a language langdetect lacks:
-# with a probability of 0.5 when a hint names it, 0.9 otherwise.
-_NEIGHBOURS = frozenset({"no", "da", "sv", "id", "hr", "sl", "mk", "bg"})
+# full confidence: Icelandic and Nynorsk read as "no", Malay as "id", Bosnian as "hr",
+# Azerbaijani as "tr". When langdetect answers one of these neighbours, or a hint names a
+# language it lacks, py3langid (0.15 ms) is asked too, and wins when it names a language
+# langdetect lacks: with a probability of 0.5 when a hint names it, 0.9 otherwise.
+_NEIGHBOURS = frozenset({"no", "da", "sv", "id", "hr", "sl", "mk", "bg", "tr"})
 _HINTED_SWITCH = 0.5
 _UNHINTED_SWITCH = 0.9
 

@@ -95,6 +95,8 @@ class HTTPConfig:
     connect_timeout: float = setting(10.0, v.parse_duration)
     read_timeout: float = setting(30.0, v.parse_duration)
     total_timeout: float = setting(60.0, v.positive_duration)
+    # An article page's whole request: a trickling page is cut off sooner than a feed.
+    article_timeout: float = setting(30.0, v.positive_duration)
     max_feed_bytes: int = setting(10 * 1024 * 1024, v.parse_size)
     max_article_bytes: int = setting(5 * 1024 * 1024, v.parse_size)
     max_redirects: int = setting(5, v.whole(0, 20))

@@ -66,6 +66,16 @@ def new_entries(entries: Iterable[FeedEntry], unseen_keys: set[str]) -> list[Fee
     return result
 
 
+def republished_entries(entries: Iterable[FeedEntry], known_keys: set[str]) -> list[FeedEntry]:
+    """Entries new under their own key that the feed produced before under another (an
+    item seen alone, now re-published with a new guid: the same article, updated)."""
+    return [
+        entry
+        for entry in entries
+        if entry.key not in known_keys and any(alias in known_keys for alias in entry.aliases)
+    ]
+
+
 def updated_entries(
     entries: Iterable[FeedEntry], known_updated: dict[str, float | None]
 ) -> list[FeedEntry]:

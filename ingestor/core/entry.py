@@ -32,6 +32,8 @@ class FeedEntry:
     # The link is shared with other entries of the feed (a podcast's show page, a live
     # blog): the entry is an item of its own, and the link is not its article page.
     shared_link: bool = False
+    # Other keys this entry had: the guids of the entries that re-published one article.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

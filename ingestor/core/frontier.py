@@ -11,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ingestor.config.model import FeedConfig, RequestOptions
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.urls import TrackingParams, canonicalize_url, host_key
-from ingestor.errors import FetchError, HostBackoffError, HTTPStatusError, RateLimitedError
+from ingestor.errors import (
+    FetchError,
+    FetchTimeoutError,
+    HostBackoffError,
+    HTTPStatusError,
+    RateLimitedError,
+)
 
 # The pseudo-host of items that need no page fetch: no politeness applies to them.
 NO_FETCH_HOST = ""
@@ -64,6 +71,9 @@ class FrontierItem:
     last_error: str | None = None
     # A finished record under this item's canonical URL, found by the claim itself.
     known_record: str | None = None
+    # The feed's settings when the item was queued (see `feed_settings`), for an item whose
+    # feed has left the configuration since.
+    queued_with: Mapping[str, Any] | None = None
 
 
 # --- what a poll puts into the frontier ---
@@ -83,8 +93,10 @@ def plan_items(
     feed_language: str | None,
     tracking: TrackingParams,
     now: float,
+    settings: Mapping[str, Any] | None = None,
 ) -> list[NewItem]:
-    """(entry, is_update) pairs to the frontier items a poll commit stores."""
+    """(entry, is_update) pairs to the frontier items a poll commit stores; `settings`
+    (`feed_settings`) travel with each item."""
     items = []
     for entry, is_update in entries:
         if entry.shared_link and entry.enclosures:
@@ -103,7 +115,7 @@ def plan_items(
                 entry_key=entry.key,
                 canonical_url=canonical,
                 host=host,
-                payload=encode_payload(entry, feed_title, feed_language),
+                payload=encode_payload(entry, feed_title, feed_language, settings),
                 is_update=is_update,
                 enqueued_at=now,
                 entry_updated=entry.updated.timestamp() if entry.updated else None,
@@ -127,7 +139,52 @@ def _moment(stamp: Any) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int | float) else None
 
 
-def encode_payload(entry: FeedEntry, feed_title: str | None, feed_language: str | None) -> str:
+def feed_settings(feed: FeedConfig) -> dict[str, Any]:
+    """What an article needs of its feed's configuration, kept with each queued item so a
+    feed removed from the configuration still has its items done as it asked. Secrets
+    (headers, credentials, a proxy) are never written to the state."""
+    return {
+        "name": feed.name,
+        "fetch_articles": feed.fetch_articles,
+        "respect_robots_txt": feed.respect_robots_txt,
+        "min_text_length": feed.min_text_length,
+        "tags": list(feed.tags),
+        "user_agent": feed.request.user_agent,
+        "timeout": feed.request.timeout,
+    }
+
+
+def feed_from_settings(feed_id: str, settings: Mapping[str, Any] | None) -> FeedConfig:
+    """The configuration an item was queued with (`feed_settings`), for a removed feed."""
+    data = settings or {}
+
+    def typed(key: str, kind: type | tuple[type, ...]) -> Any:
+        value = data.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    flag = {
+        k: data[k]
+        for k in ("fetch_articles", "respect_robots_txt")
+        if isinstance(data.get(k), bool)
+    }
+    return FeedConfig(
+        url=feed_id,
+        name=typed("name", str),
+        tags=tuple(t for t in data.get("tags") or () if isinstance(t, str)),
+        min_text_length=typed("min_text_length", int),
+        request=RequestOptions(
+            user_agent=typed("user_agent", str), timeout=typed("timeout", (int, float))
+        ),
+        **flag,
+    )
+
+
+def encode_payload(
+    entry: FeedEntry,
+    feed_title: str | None,
+    feed_language: str | None,
+    settings: Mapping[str, Any] | None = None,
+) -> str:
     data = {
         "key": entry.key,
         "link": entry.link,
@@ -146,10 +203,14 @@ def encode_payload(entry: FeedEntry, feed_title: str | None, feed_language: str 
         "feed_title": feed_title,
         "feed_language": feed_language,
     }
+    if settings is not None:
+        data["feed"] = dict(settings)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def decode_payload(payload: str) -> tuple[FeedEntry, str | None, str | None]:
+def decode_payload(
+    payload: str,
+) -> tuple[FeedEntry, str | None, str | None, Mapping[str, Any] | None]:
     data = json.loads(payload)
     entry = FeedEntry(
         key=data["key"],
@@ -164,7 +225,13 @@ def decode_payload(payload: str) -> tuple[FeedEntry, str | None, str | None]:
         enclosures=tuple(Enclosure(*e) for e in data.get("enclosures") or ()),
         shared_link=bool(data.get("shared_link")),
     )
-    return entry, data.get("feed_title"), data.get("feed_language")
+    settings = data.get("feed")
+    return (
+        entry,
+        data.get("feed_title"),
+        data.get("feed_language"),
+        settings if isinstance(settings, dict) else None,
+    )
 
 
 # --- what a failed fetch means ---
@@ -303,17 +370,44 @@ def next_wakeup(hosts: Mapping[str, HostView], per_host: int, spaced: Mapping[st
     )
 
 
-def settled(hosts: Mapping[str, HostView], in_flight: int, now: float, max_wait: float) -> bool:
-    """`run --once` is done: nothing in flight and nothing due within `max_wait`."""
+def settled(
+    hosts: Mapping[str, HostView],
+    in_flight: int,
+    now: float,
+    max_wait: float,
+    slow: Collection[str] = (),
+) -> bool:
+    """`run --once` is done: nothing in flight and nothing due within `max_wait`. Hosts
+    in `slow` (a page timed out or trickled this pass) count for neither: their work keeps
+    a pass going only while it has something else to do."""
+    if slow:
+        in_flight = sum(view.in_flight for host, view in hosts.items() if host not in slow)
     if in_flight:
         return False
-    return all(host_ready_at(view) > now + max_wait for view in hosts.values())
+    return all(
+        host_ready_at(view) > now + max_wait for host, view in hosts.items() if host not in slow
+    )
 
 
-def describe_waiting(rows: Sequence[tuple[str, int, float, str | None]], now: float) -> list[str]:
-    """(host, queued, ready_at, last_error) rows as lines for a summary."""
+def is_slow_failure(error: FetchError) -> bool:
+    """A page that timed out (or trickled until the total timeout cut it off): its host
+    is slow for the rest of a `run --once` pass."""
+    return isinstance(error, FetchTimeoutError)
+
+
+def describe_waiting(
+    rows: Sequence[tuple[str, int, float, str | None]],
+    now: float,
+    slow: Mapping[str, str] | None = None,
+) -> list[str]:
+    """(host, queued, ready_at, last_error) rows as lines for a summary; a host that was
+    slow this pass says so, with the page that made it slow."""
     lines = []
+    slow = slow or {}
     for host, queued, ready_at, error in rows:
+        if host in slow:
+            lines.append(f"{host}: {queued} queued, left for the next run: slow ({slow[host]})")
+            continue
         wait = max(ready_at - now, 0.0)
         why = f"; last error: {error}" if error else ""
         lines.append(f"{host or 'no fetch'}: {queued} queued, due in {wait:.0f}s{why}")

@@ -167,3 +167,26 @@ def staged_verdict(
     if latest.content_hash != staged_hash or final_hash == staged_hash:
         return "discard"
     return "publish"
+
+
+# The file in the journal directory that names the state owning the journal.
+OWNER_FILE = "OWNER"
+
+Ownership = Literal["owned", "claim", "refuse"]
+
+
+def journal_ownership(
+    owner: str | None, state_id: str, journal_last_seq: int, state_has_last: bool
+) -> Ownership:
+    """Whether this state may write the output directory's journal.
+
+    `owner`: the state id the journal names (None: it names none, as a journal written
+    before owners were recorded); `journal_last_seq`: the last seq of any segment;
+    `state_has_last`: this state's own journal holds that seq. Two states never write one
+    journal: each numbers from its own counter, so the lines would repeat seqs and the
+    files would have lines that no longer match them."""
+    if owner is not None:
+        return "owned" if owner == state_id else "refuse"
+    if journal_last_seq == 0 or state_has_last:
+        return "claim"  # empty, or this state's own journal from before owners
+    return "refuse"

@@ -76,7 +76,12 @@ def next_due(
     now: float,
     rng: random.Random,
     failed: bool = False,
+    server_wait: float | None = None,
 ) -> float:
+    """`server_wait`: the server said when to come back (Retry-After): exactly then, no
+    backoff and no jitter, as a failure with a stated time is no failure streak."""
+    if server_wait is not None:
+        return max(server_wait, now)
     interval = base_interval(feed, state, schedule)
     if failed:
         interval = error_backoff(state.error_count, interval, schedule)

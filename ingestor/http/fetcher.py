@@ -166,6 +166,7 @@ class Fetcher:
             max_bytes=self.config.max_article_bytes,
             headers={"Accept": "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"},
             options=options,
+            total_timeout=self.config.article_timeout,
         )
         media = result.media_type
         if (media and not media.startswith(_HTML_TYPES)) or looks_binary(result.body):
@@ -180,13 +181,18 @@ class Fetcher:
         max_bytes: int,
         headers: Mapping[str, str] | None = None,
         options: RequestOptions | None = None,
+        total_timeout: float | None = None,
     ) -> FetchResult:
-        """GET with redirects, retries and caps; raises a FetchError subclass on failure."""
+        """GET with redirects, retries and caps; raises a FetchError subclass on failure.
+        `total_timeout` bounds each request (http.total_timeout when None); a feed's own
+        `timeout` wins over both."""
         attempts = self.config.retries + 1
+        options = options or _NO_OPTIONS
+        total = options.timeout or total_timeout or self.config.total_timeout
         for attempt in range(attempts):
             try:
                 return await self._follow_redirects(
-                    url, max_bytes, dict(headers or {}), options or _NO_OPTIONS
+                    url, max_bytes, dict(headers or {}), options, total
                 )
             except FetchError as exc:
                 if not exc.transient or attempt == attempts - 1:
@@ -200,7 +206,12 @@ class Fetcher:
     # --- internals ---
 
     async def _follow_redirects(
-        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
+        self,
+        url: str,
+        max_bytes: int,
+        headers: dict[str, str],
+        options: RequestOptions,
+        total: float,
     ) -> FetchResult:
         current = url
         visited = {url}
@@ -212,7 +223,7 @@ class Fetcher:
                 # A feed's own headers and credentials never follow it to another host.
                 options = replace(options, headers=(), auth=None)
             status, response_headers, body = await self._request(
-                current, max_bytes, headers, options
+                current, max_bytes, headers, options, total
             )
             if status in _REDIRECTS:
                 location = response_headers.get("Location")
@@ -255,11 +266,15 @@ class Fetcher:
         )
 
     async def _request(
-        self, url: str, max_bytes: int, headers: dict[str, str], options: RequestOptions
+        self,
+        url: str,
+        max_bytes: int,
+        headers: dict[str, str],
+        options: RequestOptions,
+        total: float,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         if self._session is None:
             raise RuntimeError("Fetcher is not open")
-        total = options.timeout or self.config.total_timeout
         timeout = self._timeouts.get(total)
         if timeout is None:
             timeout = self._timeouts[total] = aiohttp.ClientTimeout(
@@ -297,7 +312,9 @@ class Fetcher:
     def _check_status(self, url: str, response: aiohttp.ClientResponse) -> None:
         status = response.status
         if status in (429, 503):
-            not_before = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            not_before = parse_retry_after(
+                response.headers.get("Retry-After"), time.time(), response.headers.get("Date")
+            )
             if not_before is not None:
                 self.limiter.defer_host(host_key(url), not_before)
                 raise RateLimitedError(url, status, not_before)

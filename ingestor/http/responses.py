@@ -4,8 +4,10 @@ the FetchError each aiohttp exception stands for (pure functions and a table).""
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC
 
 import aiohttp
 
@@ -18,7 +20,8 @@ from ingestor.errors import (
 )
 from ingestor.http.netguard import GUARD_MARKER
 
-_MAX_RETRY_AFTER = 7 * 86400.0
+# A Retry-After further away than this is taken as this (README: a day).
+MAX_RETRY_AFTER = 86400.0
 
 
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF")
@@ -27,20 +30,35 @@ _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b
 _MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds or an HTTP-date; returns the wall-clock time to wait for."""
+def parse_retry_after(value: str | None, now: float, date: str | None = None) -> float | None:
+    """Retry-After as seconds or an HTTP-date; returns the wall-clock time to wait for.
+
+    An HTTP-date is read against the response's own Date header when it has one (the
+    server's clock, not ours, says how long the wait is), rounded up to whole seconds; a
+    wait is at most MAX_RETRY_AFTER."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return now + min(float(value), _MAX_RETRY_AFTER)
+        return now + min(float(value), MAX_RETRY_AFTER)
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    server_now = _http_date(date) if date else None
+    wait = moment - (server_now if server_now is not None else now)
+    return now + min(float(math.ceil(max(wait, 0.0))), MAX_RETRY_AFTER)
+
+
+def _http_date(value: str) -> float | None:
     try:
-        moment = email.utils.parsedate_to_datetime(value)
+        moment = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
     if moment is None:
         return None
-    return min(max(moment.timestamp(), now), now + _MAX_RETRY_AFTER)
+    if moment.tzinfo is None:  # "-0000" and two-digit years: the RFC says GMT
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def parse_freshness(headers: Mapping[str, str], now: float) -> float | None:

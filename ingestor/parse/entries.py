@@ -90,28 +90,79 @@ def foreign_date(text: Any, language: str | None) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None else None
 
 
+# A link that this many entries with different titles share is a landing page (a live
+# blog, a topic page): each entry is an item of its own.
+LANDING_PAGE_TITLES = 3
+
+
 def mark_shared_links(entries: list[FeedEntry], site_link: str | None) -> tuple[FeedEntry, ...]:
-    """Entries whose link other entries share (or that link to the feed's own home page)
-    are items of their own: marked, and keyed by guid, else enclosure, never by the link."""
-    counts: dict[str, int] = {}
+    """Entries of one feed that share a link are one article (a re-published item: same
+    URL, new guid, later date), unless something tells them apart: each has its own
+    enclosure (podcast episodes linking to the show page), the link is the feed's own home
+    page, or it is a landing page (three or more different titles). Such entries are
+    items of their own, keyed by guid, else enclosure, never by the link. Entries of one
+    article are keyed by the link, so the later one is an update of the earlier."""
+    groups: dict[str, list[FeedEntry]] = {}
     for entry in entries:
         if entry.link:
-            counts[entry.link] = counts.get(entry.link, 0) + 1
+            groups.setdefault(entry.link, []).append(entry)
     home = site_link.rstrip("/") if site_link else None
     result = []
     for entry in entries:
         link = entry.link
-        if link and (counts[link] > 1 or (home is not None and link.rstrip("/") == home)):
-            key = entry.key
-            if key.startswith("link:"):
-                key = (
-                    "enclosure:" + entry.enclosures[0].url[:2000]
-                    if entry.enclosures
-                    else entry_key(None, None, entry.title, entry.summary or entry.content)
-                )
-            entry = replace(entry, key=key, shared_link=True)
-        result.append(entry)
+        group = groups.get(link or "", [])
+        if link and home is not None and link.rstrip("/") == home:
+            result.append(_own_item(entry))
+        elif len(group) < 2:
+            result.append(entry)
+        elif _distinguishable(group):
+            result.append(_own_item(entry))
+        elif entry is group[0]:
+            result.append(one_article(group))
     return tuple(result)
+
+
+def one_article(group: list[FeedEntry]) -> FeedEntry:
+    """Entries that are one article, as one entry keyed by their link: the latest one's
+    text, first published when the earliest was, updated when the latest was; the
+    entries' own keys stay as aliases (a poll that saw one of them alone knows it)."""
+
+    def moment(entry: FeedEntry) -> datetime:
+        return entry.updated or entry.published or datetime.min.replace(tzinfo=UTC)
+
+    latest = max(group, key=moment)
+    published = [e.published for e in group if e.published is not None]
+    first = min(published) if published else latest.published
+    last = max(moment(e) for e in group)
+    updated = last if first is not None and last > first else latest.updated
+    link = latest.link or ""
+    return replace(
+        latest,
+        key="link:" + link[:2000],
+        published=first,
+        updated=updated,
+        aliases=tuple(dict.fromkeys(e.key for e in group if not e.key.startswith("link:"))),
+    )
+
+
+def _distinguishable(group: list[FeedEntry]) -> bool:
+    """Entries sharing a link that are not one article: each has its own enclosure, or
+    a landing page lists them."""
+    enclosures = [e.enclosures[0].url for e in group if e.enclosures]
+    if len(enclosures) == len(group) and len(set(enclosures)) == len(group):
+        return True
+    return len({e.title.strip().casefold() for e in group}) >= LANDING_PAGE_TITLES
+
+
+def _own_item(entry: FeedEntry) -> FeedEntry:
+    key = entry.key
+    if key.startswith("link:"):
+        key = (
+            "enclosure:" + entry.enclosures[0].url[:2000]
+            if entry.enclosures
+            else entry_key(None, None, entry.title, entry.summary or entry.content)
+        )
+    return replace(entry, key=key, shared_link=True)
 
 
 def build_entry(draft: FeedEntry, guid: str | None) -> FeedEntry | None:

@@ -77,14 +77,23 @@ class ArticleWorker(UsesParts):
     def dispatcher(self) -> ArticleDispatcher:
         return self._dispatcher()
 
-    def _feed_config(self, feed_id: str) -> FeedConfig:
-        # A feed removed from the configuration still has its queued entries finished:
-        # they were found while it was configured, and nothing found is dropped silently.
-        return self.feeds.get(feed_id) or FeedConfig(url=feed_id)
+    def _feed_config(self, item: FrontierItem) -> FeedConfig:
+        # A feed removed from the configuration still has its queued entries finished, as
+        # it asked when they were queued: nothing found is dropped silently.
+        configured = self.feeds.get(item.feed_id)
+        if configured is not None:
+            return configured
+        feed = frontier.feed_from_settings(item.feed_id, item.queued_with)
+        # Queued before the settings travelled with items: the global settings.
+        if feed.respect_robots_txt is None:
+            feed = replace(feed, respect_robots_txt=self.config.http.respect_robots_txt)
+        if feed.min_text_length is None:
+            feed = replace(feed, min_text_length=self.config.extraction.min_text_length)
+        return feed
 
     async def process_item(self, item: FrontierItem) -> float | None:
         """Finish one frontier item; returns when it is due again if it went back."""
-        feed = self._feed_config(item.feed_id)
+        feed = self._feed_config(item)
         try:
             result, due_again = await self._process(feed, item)
         except SinkError as exc:
@@ -157,6 +166,8 @@ class ArticleWorker(UsesParts):
             rng=self.rng,
         )
         link = item.entry.link or exc.url
+        if frontier.is_slow_failure(exc):
+            self.dispatcher.mark_slow(item.host, f"{link}: {exc.reason}")
         # The error may come from a redirect target or from the host's robots.txt.
         where = "" if exc.url == link else f" (at {exc.url})"
         if isinstance(decision, frontier.Fallback):

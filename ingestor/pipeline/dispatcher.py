@@ -73,6 +73,10 @@ class ArticleDispatcher:
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
+        # run --once: hosts whose page timed out or trickled this pass (host -> why); once
+        # the pass has nothing else to do, no request to them is started.
+        self.slow_hosts: dict[str, str] = {}
+        self._slow_closed = False
 
     # --- lifecycle ---
 
@@ -111,6 +115,16 @@ class ArticleDispatcher:
         if self._failing_since is None:
             self._failing_since = time.time()
 
+    def mark_slow(self, host: str, reason: str) -> None:
+        """A page of `host` timed out or trickled: the host is slow for the rest of the pass."""
+        if host and host not in self.slow_hosts:
+            self.slow_hosts[host] = reason
+            self._progress.set()
+
+    def new_pass(self) -> None:
+        self.slow_hosts.clear()
+        self._slow_closed = False
+
     # --- what others ask ---
 
     @property
@@ -137,7 +151,14 @@ class ArticleDispatcher:
         while True:
             self._progress.clear()
             now = time.time()
-            if frontier.settled(self.views(now), self.in_flight, now, max_wait):
+            views = self.views(now)
+            if frontier.settled(views, self.in_flight, now, max_wait):
+                return
+            if self.slow_hosts and frontier.settled(
+                views, self.in_flight, now, max_wait, self.slow_hosts
+            ):
+                # Only slow hosts have work left: their items stay queued for the next run.
+                self._slow_closed = True
                 return
             failing = self._failing_since
             if failing is not None and now - failing > max_wait and not self.in_flight:
@@ -171,7 +192,10 @@ class ArticleDispatcher:
             room = min(self.concurrency - len(self._tasks), self.batch)
             if self._paused_until > now:
                 room = 0
-            plan = frontier.plan_claims(self.views(now), now, room, self.per_host, spaced)
+            views = self.views(now)
+            if self._slow_closed:
+                views = {h: v for h, v in views.items() if h not in self.slow_hosts}
+            plan = frontier.plan_claims(views, now, room, self.per_host, spaced)
             small = sum(count for _, count in plan) < _GATHER_ITEMS
             if self._shared and self._tasks and plan and small and not gathered:
                 # Each claim is a database round trip: while work is in flight, let a few

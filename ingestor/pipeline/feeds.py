@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from ingestor.analyze.jobs import parse_feed_job
 from ingestor.config.model import FeedConfig
 from ingestor.core import frontier, schedule
-from ingestor.core.dedup import new_entries, updated_entries
+from ingestor.core.dedup import new_entries, republished_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
 from ingestor.core.polling import feed_fingerprint, with_meta
@@ -186,9 +186,14 @@ class FeedPoller(UsesParts):
         self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float
     ) -> list[NewItem]:
         keys = [e.key for e in parsed.entries]
-        known = await self.store.entry_updated_times(feed.feed_id, keys)
-        fresh = new_entries(parsed.entries, set(keys) - set(known))
-        changed = updated_entries(parsed.entries, known) if self.config.dedup.updates else []
+        aliases = [a for e in parsed.entries for a in e.aliases]
+        known = await self.store.entry_updated_times(feed.feed_id, keys + aliases)
+        republished = republished_entries(parsed.entries, set(known))
+        unseen = set(keys) - set(known) - {e.key for e in republished}
+        fresh = new_entries(parsed.entries, unseen)
+        changed = []
+        if self.config.dedup.updates:
+            changed = updated_entries(parsed.entries, known) + republished
         return frontier.plan_items(
             feed.feed_id,
             [(e, False) for e in fresh] + [(e, True) for e in changed],
@@ -197,6 +202,7 @@ class FeedPoller(UsesParts):
             feed_language=state.language,
             tracking=self.tracking,
             now=now,
+            settings=frontier.feed_settings(feed),
         )
 
     def _note_redirect(
@@ -245,13 +251,18 @@ class FeedPoller(UsesParts):
         kind = exc.kind
         self.metrics.inc("feed_errors", kind)
         message = str(exc)
+        # A server that said when to come back (Retry-After) set a date, not a failure
+        # streak: the error backoff grows only for failures without a stated time.
+        server_wait = exc.not_before if isinstance(exc, RetryLater) and exc.not_before else None
         state = evolve(
             state,
-            error_count=state.error_count + 1,
+            error_count=state.error_count if server_wait else state.error_count + 1,
             last_error=message,
             last_error_at=now,
             last_fetch_at=now,
         )
+        where = exc.url or feed.url
+        detail = exc.reason if where == feed.url else f"{where}: {exc.reason}"
         if isinstance(exc, GoneError):
             state = evolve(
                 state,
@@ -260,20 +271,31 @@ class FeedPoller(UsesParts):
                 disabled_config=feed_fingerprint(feed),
             )
             log.error("feed %s: %s", feed.url, state.disabled_reason)
+        elif server_wait is not None:
+            log.info(
+                "feed %s: %s; polled again in %.0fs, as the server asked",
+                feed.url,
+                detail,
+                max(server_wait - now, 0.0),
+            )
         else:
             # The error's own text names the URL it failed on; the log line names the feed.
-            where = exc.url or feed.url
-            detail = exc.reason if where == feed.url else f"{where}: {exc.reason}"
             log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
         host_wait = None
-        if isinstance(exc, RetryLater):
-            state = evolve(state, not_before=exc.not_before)
+        if server_wait is not None:
+            state = evolve(state, not_before=server_wait)
             if isinstance(exc, RateLimitedError):
-                host_wait = HostWait(host_key(exc.url), exc.not_before, exc.reason)
+                host_wait = HostWait(host_key(exc.url), server_wait, exc.reason)
         state = evolve(
             state,
             next_due=schedule.next_due(
-                feed, state, self.config.schedule, now, self.rng, failed=True
+                feed,
+                state,
+                self.config.schedule,
+                now,
+                self.rng,
+                failed=True,
+                server_wait=server_wait,
             ),
         )
         await self._commit_poll(state, host_wait=host_wait)
@@ -281,5 +303,5 @@ class FeedPoller(UsesParts):
             feed.feed_id,
             PollStatus.FAILED,
             error=f"{feed.url}: {message}" if not message.startswith(feed.url) else message,
-            retry_at=exc.not_before if isinstance(exc, RetryLater) else None,
+            retry_at=server_wait,
         )

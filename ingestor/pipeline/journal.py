@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from ingestor.core.journal import staged_verdict
+from ingestor.core.journal import journal_ownership, staged_verdict
+from ingestor.errors import StateError
 from ingestor.sink.files import FileSink, OutputSink
+from ingestor.sink.journal import last_seq_of_all, read_owner, write_owner
 from ingestor.store.protocol import StateStore
 
 log = logging.getLogger("ingestor.journal")
@@ -41,12 +44,16 @@ class ReconcileReport:
     missing_files: int = 0
 
 
-async def reconcile_journal(store: StateStore, sink: FileSink) -> ReconcileReport:
+async def reconcile_journal(
+    store: StateStore, sink: FileSink, state_where: str = "this state"
+) -> ReconcileReport:
     """Run once at start, before any article is settled (the store's lock, or this
-    instance's writer name, keeps other writers away from these files)."""
+    instance's writer name, keeps other writers away from these files). A journal that
+    another state wrote is refused before anything is touched (StateError)."""
     report = ReconcileReport()
     journal = sink.journal
     if journal is not None:
+        await claim_journal(store, journal.directory, sink.directory, state_where)
         report.last_seq = await asyncio.to_thread(journal.recover)
     staged = await asyncio.to_thread(sink.staged_records)
     if staged:
@@ -88,6 +95,32 @@ async def reconcile_journal(store: StateStore, sink: FileSink) -> ReconcileRepor
             sink.directory,
         )
     return report
+
+
+async def claim_journal(
+    store: StateStore, journal_dir: Path, output_dir: Path, state_where: str
+) -> None:
+    """The output directory's journal belongs to one state: this one, or it stays as it
+    is and the start is refused with what to do (`core.journal.journal_ownership`)."""
+    owner = await asyncio.to_thread(read_owner, journal_dir)
+    if owner == store.state_id:
+        return
+    last = await asyncio.to_thread(last_seq_of_all, journal_dir) if owner is None else 0
+    has_last = False
+    if owner is None and last > 0:
+        entries = await store.journal_since(last - 1, 1)
+        has_last = bool(entries) and entries[0].seq == last
+    verdict = journal_ownership(owner, store.state_id, last, has_last)
+    if verdict == "claim":
+        await asyncio.to_thread(write_owner, journal_dir, store.state_id)
+        return
+    held = f"last seq {last}" if owner is None else f"owner state {owner[:12]}"
+    raise StateError(
+        f"output.dir {output_dir}: its journal ({held}) was written by another state than "
+        f"{state_where} (state {store.state_id[:12]}); two states never write one journal: "
+        f"give this state an output.dir of its own, or move {output_dir} aside, or restore "
+        "the state that wrote it"
+    )
 
 
 async def apply_retention(

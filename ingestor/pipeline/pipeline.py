@@ -137,6 +137,7 @@ class Pipeline:
         pipeline.once_max_wait; what waits longer stays queued for the next run."""
         summary = self.summary = PassSummary()
         self.progress = progress
+        self.dispatcher.new_pass()
         feeds = [f for f in feeds if f.enabled]
         summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
@@ -197,7 +198,9 @@ class Pipeline:
         left = await self.store.frontier_summary(now)
         summary.left = left.size
         summary.left_why = frontier.describe_waiting(
-            [(r.key, r.queued, r.ready_at, r.last_error) for r in left.hosts], now
+            [(r.key, r.queued, r.ready_at, r.last_error) for r in left.hosts],
+            now,
+            self.dispatcher.slow_hosts,
         )
         self.progress = None
         return summary

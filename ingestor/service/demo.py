@@ -106,7 +106,15 @@ async def run_demo(
     server = SeedServer(seeds or seeds_dir())
     await server.start()
     try:
-        out = output_dir or Path(tempfile.mkdtemp(prefix="ingestor-demo-"))
+        if output_dir is not None:
+            # The output's journal belongs to one state: a demo run again into the same
+            # directory goes on with the state it left there.
+            state_path = output_dir / ".ingestor-demo-state" / "state.db"
+            config = demo_config(server.feed_urls(), output_dir, state_path, workers)
+            async with open_pipeline(config) as pipeline:
+                summary = await pipeline.run_once(config.feeds)
+            return DemoResult(summary, output_dir, server.feed_urls())
+        out = Path(tempfile.mkdtemp(prefix="ingestor-demo-"))
         with tempfile.TemporaryDirectory(prefix="ingestor-demo-state-") as state_dir:
             config = demo_config(server.feed_urls(), out, Path(state_dir) / "state.db", workers)
             async with open_pipeline(config) as pipeline:

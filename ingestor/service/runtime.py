@@ -44,7 +44,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
             )
         sink = FileSink(output.dir, output.pretty, journal, store.journal_writer)
         sink.prepare()
-        await reconcile_journal(store, sink)
+        await reconcile_journal(store, sink, config.state.where)
         if metrics is not None:
             report = _cpu_report(metrics, store, sink, startup_cpu, loop_started)
             metrics.collectors.append(report)

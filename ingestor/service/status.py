@@ -56,6 +56,7 @@ def feed_rows(
                 "last_success": state.last_success_at,
                 "last_error": state.last_error,
                 "consecutive_failures": state.error_count,
+                "server_wait_until": state.not_before if state.not_before > time.time() else None,
                 "items": state.items,
                 "next_due": state.next_due or None,
                 "disabled_reason": state.disabled_reason,
@@ -131,6 +132,8 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             if not row["enabled"]
             else "FAILING"
             if row["consecutive_failures"]
+            else "WAITING"
+            if row["server_wait_until"]
             else "ok"
         )
         lines.append(f"{flag:8} {row['name']}  <{row['url']}>")

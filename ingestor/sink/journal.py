@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ingestor.core.journal import (
     JOURNAL_DIR,
+    OWNER_FILE,
     JournalEntry,
     SegmentName,
     parse_line,
@@ -68,6 +69,44 @@ def last_complete_line(path: Path) -> bytes | None:
             if before >= 0 or position == 0:
                 return tail[before + 1 : cut + 1]
         return None
+
+
+def read_owner(directory: Path) -> str | None:
+    """The state id the journal in `directory` names as its owner (None: no owner file)."""
+    try:
+        text = (directory / OWNER_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SinkError(f"{directory / OWNER_FILE}: {exc.strerror}") from None
+    return text or None
+
+
+def write_owner(directory: Path, state_id: str) -> None:
+    """Name `state_id` as the journal's owner (atomically: staged, fsynced, renamed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = directory / f".{OWNER_FILE}.{os.getpid()}"
+    try:
+        with open(staged, "w", encoding="utf-8") as handle:
+            handle.write(state_id + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, directory / OWNER_FILE)
+        fsync_directory(directory)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise SinkError(f"{directory / OWNER_FILE}: {exc.strerror}") from None
+
+
+def last_seq_of_all(directory: Path) -> int:
+    """The last seq in the journal, whichever writer's segment holds it."""
+    last = 0
+    for segment in list_segments(directory):
+        line = last_complete_line(segment.path)
+        if line is not None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                last = max(last, parse_line(line).seq)
+    return last
 
 
 class JournalWriter:

@@ -133,6 +133,11 @@ async def _copy_all(
         await conn.execute(
             "UPDATE journal_counter SET seq = (SELECT coalesce(max(seq), 0) FROM journal)"
         )
+        # The output directory's journal names the state that owns it: the same state,
+        # moved, still owns it.
+        await conn.execute(
+            "UPDATE ingestor_meta SET value = %s WHERE key = 'state_id'", (sqlite.state_id,)
+        )
     return copied
 
 

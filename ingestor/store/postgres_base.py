@@ -72,6 +72,7 @@ class PostgresConnection:
     ) -> None:
         self.url = url
         self.journal_writer = journal_writer or writer_name(instance_id)
+        self.state_id = ""  # the fleet's state identity (ingestor_meta), read at open
         self.where = redact_url(url)
         self.instance_id = instance_id
         self.lease_ttl = lease_ttl
@@ -110,6 +111,11 @@ class PostgresConnection:
         try:
             async with self._pool.connection() as conn:
                 await migrate(conn, self.where)
+                cursor = await conn.execute(
+                    "SELECT value FROM ingestor_meta WHERE key = 'state_id'"
+                )
+                row = await cursor.fetchone()
+                self.state_id = str(row[0]) if row else ""
                 now = time.time()
                 await conn.execute(
                     "INSERT INTO instances VALUES (%s, %s, %s) ON CONFLICT (instance_id) "

@@ -16,7 +16,7 @@ from ingestor.store.postgres_functions import FUNCTIONS
 # The advisory lock key under which the schema is created or migrated ("ingestor").
 MIGRATION_LOCK = 0x696E6765
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -135,6 +135,11 @@ DROP FUNCTION IF EXISTS ingestor_prepare_article(
 DROP FUNCTION IF EXISTS ingestor_commit_article(
     BIGINT, TEXT, TEXT, DOUBLE PRECISION, TEXT, DOUBLE PRECISION, TEXT, TEXT, TEXT, TEXT, TEXT,
     TEXT, TEXT, BYTEA, BIGINT[], DOUBLE PRECISION);
+""",
+    # The state's identity: the output directory's journal names the state that owns it.
+    3: """
+CREATE TABLE ingestor_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO ingestor_meta VALUES ('state_id', replace(gen_random_uuid()::text, '-', ''));
 """,
 }
 

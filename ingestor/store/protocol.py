@@ -40,6 +40,7 @@ class StateStore(Protocol):
 
     shared: bool
     journal_writer: str  # whose journal segments this instance appends to ("" with SQLite)
+    state_id: str  # the state's identity, made once (set by open); owns one output journal
     round_trips: int  # calls that reached the database so far (for the benchmark)
     round_trips_by: Counter[str]  # calls per store method (SQLite may group several)
     # CPU spent in a thread of the store's own (SQLite's state thread); a store that works

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ class SQLiteConnection:
         # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
         self.read_only = read_only
         self.journal_writer = ""  # one process owns the output: its segments need no name
+        self.state_id = ""  # this state's identity (made once, kept in its meta table)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -119,6 +121,10 @@ class SQLiteConnection:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('state_id', ?)", (uuid.uuid4().hex,))
+            self.state_id = conn.execute(
+                "SELECT value FROM meta WHERE key = 'state_id'"
+            ).fetchone()[0]
             # This process holds the lock file: any lease in the frontier is a dead
             # process's, and its items are due again now.
             conn.execute("UPDATE frontier SET lease_until = 0 WHERE lease_until > 0")

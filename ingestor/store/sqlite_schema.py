@@ -223,10 +223,10 @@ def journal_entry(row: tuple[Any, ...]) -> JournalEntry:
 
 def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
     item_id, feed_id, canonical, host, payload, is_update, attempts, enqueued, error, known = row
-    entry, title, language = decode_payload(payload)
+    entry, title, language, settings = decode_payload(payload)
     # In FrontierItem's field order (the names above say which is which).
     item = (item_id, feed_id, entry, canonical, host, title, language, bool(is_update))
-    return FrontierItem(*item, attempts, enqueued, error, known)
+    return FrontierItem(*item, attempts, enqueued, error, known, settings)
 
 
 def append_journal(conn: sqlite3.Connection, change: JournalChange, writer: str) -> JournalEntry:
