@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 
-from ingestor.core.journal import journal_schema, parse_segment_name
+from ingestor.core.journal import OWNER_FILE, journal_schema, parse_segment_name
 
 
 def journal_lines(out: Path, writer: str | None = None, live: bool = False) -> list[dict]:
@@ -31,6 +31,8 @@ def _read_lines(out: Path, writer: str | None, live: bool) -> list[dict]:
     lines = []
     directory = out / "journal"
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if path.name == OWNER_FILE:
+            continue
         name = parse_segment_name(path.name)
         if name is None:
             raise AssertionError(f"unexpected file in the journal: {path.name}")

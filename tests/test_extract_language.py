@@ -7,11 +7,17 @@ import pytest
 
 from ingestor.analyze.extract import choose_body, extract_page, json_ld_article_body
 from ingestor.analyze.jobs import ArticleJob, analyze_article
-from ingestor.analyze.language import decide_language, detect_language, normalize_code
-from ingestor.core.analysis import Body, LanguageResult
+from ingestor.analyze.language import (
+    count_letters,
+    decide_language,
+    detect_language,
+    normalize_code,
+)
+from ingestor.core.analysis import Body
 from ingestor.core.cleaning import clean_text
 from ingestor.errors import WorkerError
 from tests.conftest import LOREM_EN, SEEDS, article_html
+from tests.language_sentences import SENTENCES
 
 NO_PAGE = Body("", "none")
 
@@ -202,14 +208,18 @@ def test_hints_decide_short_text_but_not_long_text():
     assert detect_language("", long_french, ["de"]).language == "fr"
 
 
-def test_und_without_enough_letters_to_judge():
+def test_und_only_without_a_letter_and_short_text_is_a_guess_that_says_so():
     assert detect_language("", "").language == "und"
     assert detect_language("", "12345 --- 2023").language == "und"
     assert detect_language("", "", ["es"]).language == "es"
-    # A title alone is no evidence: langdetect calls these Slovak or Dutch at 1.0.
-    for title in ("Ok", "v2.4.0", "Nightly build 2024.11.20 is out"):
-        assert detect_language(title, "").language == "und", title
-    assert detect_language("Nightly build is out", "", ["en"]) == LanguageResult("en", 0.5)
+    # A few letters are weak evidence (langdetect calls these Slovak or Afrikaans at 1.0):
+    # an answer, with the little confidence that many letters carry.
+    for title in ("Ok", "v2.4.0"):
+        result = detect_language(title, "")
+        assert result.language != "und" and result.confidence <= 0.1, (title, result)
+    guess = detect_language("Nightly build 2024.11.20 is out", "")
+    assert guess.language == "en" and guess.confidence < 0.5
+    assert detect_language("Nightly build is out", "", ["en"]).language == "en"
     # Just over the bar: an answer, but not a certain one.
     short = detect_language("", "The mayor opened the new bridge today")
     assert short.language == "en" and 0.5 <= short.confidence < 1.0
@@ -321,3 +331,22 @@ def test_languages_langdetect_lacks_are_named(text, hints, expected):
     result = detect_language("", text, hints)
     assert result.language == expected
     assert detect_language("", text, hints) == result  # deterministic
+
+
+def test_short_sentences_are_named_not_left_undetermined():
+    # Complete sentences of 20-100 characters, as people write them (hand-written): the
+    # kind an "und" answer used to cost (Hindi, Russian, Czech, Catalan above all).
+    for code in ("hi", "ru", "cs", "ca"):
+        answers = [detect_language("", sentence) for sentence in SENTENCES[code]]
+        assert all(a.language != "und" for a in answers), (code, answers)
+        right = sum(a.language == code for a in answers)
+        assert right >= len(answers) - 1, (code, answers)
+        # A short text's answer says it is a guess.
+        assert all(a.confidence < 1.0 for a in answers), (code, answers)
+
+
+def test_letters_of_every_script_count_with_their_combining_marks():
+    # Devanagari vowel signs and the virama are marks (Mn/Mc), part of their words.
+    assert count_letters("हिन्दी") == 6
+    assert count_letters("Где ты?") == 5
+    assert count_letters("12:30 — 4.5%") == 0

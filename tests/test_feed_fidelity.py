@@ -78,6 +78,8 @@ async def test_every_entry_has_a_record_and_none_is_lost_to_a_shared_link(ingest
         "feedburner-origlink.xml": 1,
         "jsonfeed-content-text.json": 1,
         "podcast-shared-link.xml": 4,
+        "podcast-show-page.xml": 2,
+        "rss2-republished.xml": 1,
         "rss1-dc-date.rdf": 1,
         "rss2-both.xml": 1,
         "rss2-description-only.xml": 1,
@@ -187,6 +189,28 @@ async def test_podcast_episodes_that_share_a_link_are_items_of_their_own(ingeste
     assert episodes["Episode 1: Why the tides are late"]["enclosures"][0]["duration"] == 2465
     trailer = episodes["Trailer: Tideline Talks"]
     assert trailer["duplicate_of"] is None and trailer["enclosures"][0]["length"] == 1200000
+
+
+async def test_episodes_sharing_a_show_page_are_one_record_each(ingested):
+    _summary, by_feed, site = ingested
+    episodes = by_feed["podcast-show-page.xml"]
+    assert sorted(r["title"] for r in episodes) == [
+        "Low Water 11: The ferry timetable",
+        "Low Water 12: Dredging the old channel",
+    ]
+    assert len({r["canonical_url"] for r in episodes}) == 2
+    assert all(r["duplicate_of"] is None for r in episodes)
+    assert site.hits.get("/shows/low-water") is None  # the show page is no episode's page
+
+
+async def test_a_republished_item_is_one_record_with_the_latest_text(ingested):
+    _summary, by_feed, site = ingested
+    record = one(by_feed, "rss2-republished.xml")
+    assert record["canonical_url"] == f"{site.base}/courier/2024/10/flood-barrier-finished"
+    assert record["title"] == "Flood barrier finished two weeks early (updated)"
+    # First published when the first item was; updated when it was re-published.
+    assert record["published_at"] == "2024-10-17T09:10:00Z"
+    assert record["updated_at"] == "2024-10-17T15:30:00Z"
 
 
 async def test_feedburner_items_keep_their_original_link(ingested):

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from ingestor.config.model import FeedConfig, PipelineConfig
-from ingestor.core import frontier
+from ingestor.core import frontier, payload
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry
 from ingestor.core.state import DedupQuery, FeedState, PollCommit
@@ -164,7 +164,7 @@ def test_an_entry_survives_the_trip_through_the_store_as_json():
         now=NOW,
     )
     assert item.canonical_url == "https://news.example/a" and item.host == "news.example:443"
-    assert frontier.decode_payload(item.payload) == (entry, "Feed", "de")
+    assert payload.decode_payload(item.payload) == (entry, "Feed", "de", None)
     (no_fetch,) = frontier.plan_items(
         "feed",
         [(replace(entry, link=None), False)],

@@ -36,6 +36,7 @@ from ingestor.config.model import FeedConfig
 from ingestor.core import frontier, settle
 from ingestor.core.analysis import ArticleAnalysis
 from ingestor.core.frontier import FrontierItem
+from ingestor.core.payload import feed_from_settings
 from ingestor.core.polling import article_request
 from ingestor.core.settle import ArticleFacts
 from ingestor.core.state import (
@@ -83,7 +84,7 @@ class ArticleWorker(UsesParts):
         configured = self.feeds.get(item.feed_id)
         if configured is not None:
             return configured
-        feed = frontier.feed_from_settings(item.feed_id, item.queued_with)
+        feed = feed_from_settings(item.feed_id, item.queued_with)
         # Queued before the settings travelled with items: the global settings.
         if feed.respect_robots_txt is None:
             feed = replace(feed, respect_robots_txt=self.config.http.respect_robots_txt)

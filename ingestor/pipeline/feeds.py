@@ -25,6 +25,7 @@ from ingestor.core import frontier, schedule
 from ingestor.core.dedup import new_entries, republished_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
+from ingestor.core.payload import feed_settings
 from ingestor.core.polling import feed_fingerprint, with_meta
 from ingestor.core.state import FeedState, HostWait, PollCommit, evolve
 from ingestor.core.urls import host_key
@@ -202,7 +203,7 @@ class FeedPoller(UsesParts):
             feed_language=state.language,
             tracking=self.tracking,
             now=now,
-            settings=frontier.feed_settings(feed),
+            settings=feed_settings(feed),
         )
 
     def _note_redirect(

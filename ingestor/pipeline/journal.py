@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingestor.core.journal import journal_ownership, staged_verdict
-from ingestor.errors import StateError
+from ingestor.errors import SinkError, StateError
 from ingestor.sink.files import FileSink, OutputSink
 from ingestor.sink.journal import last_seq_of_all, read_owner, write_owner
 from ingestor.store.protocol import StateStore
@@ -112,7 +112,12 @@ async def claim_journal(
         has_last = bool(entries) and entries[0].seq == last
     verdict = journal_ownership(owner, store.state_id, last, has_last)
     if verdict == "claim":
-        await asyncio.to_thread(write_owner, journal_dir, store.state_id)
+        try:
+            await asyncio.to_thread(write_owner, journal_dir, store.state_id)
+        except SinkError as exc:
+            # A full disk must not stop the start: the next start claims it again (the
+            # journal's lines are this state's own, which it can tell).
+            log.warning("journal owner not recorded (claimed again at the next start): %s", exc)
         return
     held = f"last seq {last}" if owner is None else f"owner state {owner[:12]}"
     raise StateError(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,14 @@ def demo_config(
     )
 
 
+def demo_state_path(output_dir: Path) -> Path:
+    """Where a demo into `output_dir` keeps its state: the user's cache, one state per
+    output directory, so the output holds nothing but records and the journal."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(str(output_dir.resolve()).encode()).hexdigest()[:16]
+    return cache / "ingestor" / "demo-state" / key / "state.db"
+
+
 async def run_demo(
     output_dir: Path | None = None, seeds: Path | None = None, workers: int = 0
 ) -> DemoResult:
@@ -109,7 +119,7 @@ async def run_demo(
         if output_dir is not None:
             # The output's journal belongs to one state: a demo run again into the same
             # directory goes on with the state it left there.
-            state_path = output_dir / ".ingestor-demo-state" / "state.db"
+            state_path = demo_state_path(output_dir)
             config = demo_config(server.feed_urls(), output_dir, state_path, workers)
             async with open_pipeline(config) as pipeline:
                 summary = await pipeline.run_once(config.feeds)

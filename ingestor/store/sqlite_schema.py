@@ -8,8 +8,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ingestor.core.frontier import FrontierItem, decode_payload
+from ingestor.core.frontier import FrontierItem
 from ingestor.core.journal import JournalChange, JournalEntry
+from ingestor.core.payload import decode_payload
 from ingestor.core.state import CommitItem, FeedState, RecordRef
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
