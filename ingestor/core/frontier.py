@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,23 +265,39 @@ def next_wakeup(hosts: Mapping[str, HostView], per_host: int, spaced: Mapping[st
     )
 
 
+# A slow host whose pages timed out this many times in a row (no page in between came
+# back) is closed for the rest of a `run --once` pass: a tarpit costs two rounds of
+# timeouts on its connection slots, not one timeout per page.
+SLOW_HOST_STRIKES = 3
+
+
 def settled(
     hosts: Mapping[str, HostView],
     in_flight: int,
     now: float,
     max_wait: float,
-    slow: Collection[str] = (),
+    slow: Mapping[str, bool] | None = None,
 ) -> bool:
-    """`run --once` is done: nothing in flight and nothing due within `max_wait`. Hosts
-    in `slow` (a page timed out or trickled this pass) count for neither: their work keeps
-    a pass going only while it has something else to do."""
-    if slow:
-        in_flight = sum(view.in_flight for host, view in hosts.items() if host not in slow)
-    if in_flight:
-        return False
-    return all(
-        host_ready_at(view) > now + max_wait for host, view in hosts.items() if host not in slow
-    )
+    """`run --once` is done: nothing in flight and nothing due within `max_wait`.
+
+    `slow` (host -> closed): hosts a page of which timed out or trickled this pass. Their
+    later work (the retry of a page that timed out, a pause) never keeps a pass going;
+    work they have now (items due now, requests in flight) does, unless the host is
+    closed (SLOW_HOST_STRIKES timeouts in a row), when nothing of it counts."""
+    if not slow:
+        if in_flight:
+            return False
+        return all(host_ready_at(view) > now + max_wait for view in hosts.values())
+    for host, view in hosts.items():
+        closed = slow.get(host)
+        if closed:
+            continue
+        if view.in_flight:
+            return False
+        horizon = now if closed is not None else now + max_wait
+        if host_ready_at(view) <= horizon:
+            return False
+    return True
 
 
 def is_slow_failure(error: FetchError) -> bool:

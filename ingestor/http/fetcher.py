@@ -26,6 +26,7 @@ from ingestor.core.urls import host_key
 from ingestor.errors import (
     BlockedAddressError,
     FetchError,
+    FetchTimeoutError,
     GoneError,
     HTTPStatusError,
     RateLimitedError,
@@ -195,7 +196,11 @@ class Fetcher:
                     url, max_bytes, dict(headers or {}), options, total
                 )
             except FetchError as exc:
-                if not exc.transient or attempt == attempts - 1:
+                # A request that ran out its whole time is not sent again at once: a
+                # trickling server would hold the slot `retries` times over. The caller
+                # retries it later (the frontier's backoff, the feed's next poll).
+                timed_out = isinstance(exc, FetchTimeoutError)
+                if not exc.transient or timed_out or attempt == attempts - 1:
                     raise
                 delay = self.config.retry_base_delay * (2**attempt)
                 delay *= self._rng.uniform(0.5, 1.5)

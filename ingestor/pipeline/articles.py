@@ -126,6 +126,7 @@ class ArticleWorker(UsesParts):
             if entry.link and feed.fetch_articles and item.host != frontier.NO_FETCH_HOST:
                 try:
                     page = await self._fetch_page(feed, entry.link)
+                    self.dispatcher.page_fetched(item.host)
                 except FetchError as exc:
                     decision = await self._after_fetch_failure(feed, item, exc)
                     if isinstance(decision, frontier.Retry):

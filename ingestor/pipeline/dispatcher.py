@@ -73,9 +73,11 @@ class ArticleDispatcher:
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
-        # run --once: hosts whose page timed out or trickled this pass (host -> why); once
-        # the pass has nothing else to do, no request to them is started.
+        # run --once: hosts whose page timed out or trickled this pass (host -> why), and
+        # their timeouts in a row; once the pass has nothing else to do, no request to
+        # them is started (see frontier.settled).
         self.slow_hosts: dict[str, str] = {}
+        self._timeouts_in_row: Counter[str] = Counter()
         self._slow_closed = False
 
     # --- lifecycle ---
@@ -117,13 +119,25 @@ class ArticleDispatcher:
 
     def mark_slow(self, host: str, reason: str) -> None:
         """A page of `host` timed out or trickled: the host is slow for the rest of the pass."""
-        if host and host not in self.slow_hosts:
-            self.slow_hosts[host] = reason
+        if host:
+            self.slow_hosts.setdefault(host, reason)
+            self._timeouts_in_row[host] += 1
             self._progress.set()
+
+    def page_fetched(self, host: str) -> None:
+        """A page of `host` came back: its timeouts are no longer in a row."""
+        if host in self._timeouts_in_row:
+            del self._timeouts_in_row[host]
 
     def new_pass(self) -> None:
         self.slow_hosts.clear()
+        self._timeouts_in_row.clear()
         self._slow_closed = False
+
+    def _slow_view(self) -> dict[str, bool]:
+        """Slow hosts -> closed (timed out SLOW_HOST_STRIKES times in a row)."""
+        strikes = frontier.SLOW_HOST_STRIKES
+        return {h: self._timeouts_in_row[h] >= strikes for h in self.slow_hosts}
 
     # --- what others ask ---
 
@@ -155,7 +169,7 @@ class ArticleDispatcher:
             if frontier.settled(views, self.in_flight, now, max_wait):
                 return
             if self.slow_hosts and frontier.settled(
-                views, self.in_flight, now, max_wait, self.slow_hosts
+                views, self.in_flight, now, max_wait, self._slow_view()
             ):
                 # Only slow hosts have work left: their items stay queued for the next run.
                 self._slow_closed = True
