@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ingestor.core.entry import FeedEntry
@@ -265,9 +265,9 @@ def next_wakeup(hosts: Mapping[str, HostView], per_host: int, spaced: Mapping[st
     )
 
 
-# A slow host whose pages timed out this many times in a row (no page in between came
-# back) is closed for the rest of a `run --once` pass: a tarpit costs two rounds of
-# timeouts on its connection slots, not one timeout per page.
+# A host whose pages timed out this many times in a row (no page in between came back)
+# is given up for the rest of a `run --once` pass: a tarpit costs two rounds of timeouts
+# on its connection slots, not one timeout per page.
 SLOW_HOST_STRIKES = 3
 
 
@@ -276,28 +276,38 @@ def settled(
     in_flight: int,
     now: float,
     max_wait: float,
-    slow: Mapping[str, bool] | None = None,
+    given_up: Collection[str] = (),
 ) -> bool:
-    """`run --once` is done: nothing in flight and nothing due within `max_wait`.
+    """`run --once` is done: nothing in flight and nothing due within `max_wait`; hosts
+    `given_up` for the pass (SLOW_HOST_STRIKES timeouts in a row) count for neither."""
+    if given_up:
+        in_flight = sum(view.in_flight for host, view in hosts.items() if host not in given_up)
+    if in_flight:
+        return False
+    return all(
+        host_ready_at(view) > now + max_wait for host, view in hosts.items() if host not in given_up
+    )
 
-    `slow` (host -> closed): hosts a page of which timed out or trickled this pass. Their
-    later work (the retry of a page that timed out, a pause) never keeps a pass going;
-    work they have now (items due now, requests in flight) does, unless the host is
-    closed (SLOW_HOST_STRIKES timeouts in a row), when nothing of it counts."""
-    if not slow:
-        if in_flight:
-            return False
-        return all(host_ready_at(view) > now + max_wait for view in hosts.values())
-    for host, view in hosts.items():
-        closed = slow.get(host)
-        if closed:
-            continue
-        if view.in_flight:
-            return False
-        horizon = now if closed is not None else now + max_wait
-        if host_ready_at(view) <= horizon:
-            return False
-    return True
+
+def without_deferred(
+    hosts: Mapping[str, HostView], deferred: Mapping[str, float]
+) -> dict[str, HostView]:
+    """The hosts as `settled` should see them in a pass: a host whose earliest item is
+    one put off past the pass (`after_the_pass`; host -> the earliest such due time)
+    has nothing due in it."""
+    views = dict(hosts)
+    for host, due in deferred.items():
+        view = views.get(host)
+        if view is not None and view.earliest_due >= due:
+            views[host] = replace(view, earliest_due=float("inf"))
+    return views
+
+
+def after_the_pass(decision: Retry, now: float, max_wait: float) -> Retry:
+    """A page that timed out or trickled is not tried again in the same `run --once` pass
+    (it would hold a connection slot for its whole timeout again): its retry is due after
+    the pass's wait, and stays queued for the next run."""
+    return replace(decision, not_before=max(decision.not_before, now + max_wait + 1.0))
 
 
 def is_slow_failure(error: FetchError) -> bool:

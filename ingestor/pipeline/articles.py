@@ -168,8 +168,12 @@ class ArticleWorker(UsesParts):
             rng=self.rng,
         )
         link = item.entry.link or exc.url
+        pass_wait = self.dispatcher.pass_wait
         if frontier.is_slow_failure(exc):
             self.dispatcher.mark_slow(item.host, f"{link}: {exc.reason}")
+            if isinstance(decision, frontier.Retry) and pass_wait is not None:
+                decision = frontier.after_the_pass(decision, time.time(), pass_wait)
+                self.dispatcher.deferred_past_pass(item.host, decision.not_before)
         # The error may come from a redirect target or from the host's robots.txt.
         where = "" if exc.url == link else f" (at {exc.url})"
         if isinstance(decision, frontier.Fallback):

@@ -73,11 +73,13 @@ class ArticleDispatcher:
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
-        # run --once: hosts whose page timed out or trickled this pass (host -> why), and
-        # their timeouts in a row; once the pass has nothing else to do, no request to
-        # them is started (see frontier.settled).
+        # run --once: its wait (None in the daemon); hosts whose page timed out or
+        # trickled this pass (host -> why) and their timeouts in a row. Once the pass has
+        # nothing else to do, no request to a slow host is started.
+        self.pass_wait: float | None = None
         self.slow_hosts: dict[str, str] = {}
         self._timeouts_in_row: Counter[str] = Counter()
+        self._deferred: dict[str, float] = {}  # host -> earliest item put off past the pass
         self._slow_closed = False
 
     # --- lifecycle ---
@@ -124,20 +126,27 @@ class ArticleDispatcher:
             self._timeouts_in_row[host] += 1
             self._progress.set()
 
+    def deferred_past_pass(self, host: str, due: float) -> None:
+        """An item of `host` was put off past this pass (frontier.after_the_pass)."""
+        self._deferred[host] = min(self._deferred.get(host, due), due)
+
     def page_fetched(self, host: str) -> None:
         """A page of `host` came back: its timeouts are no longer in a row."""
         if host in self._timeouts_in_row:
             del self._timeouts_in_row[host]
 
-    def new_pass(self) -> None:
+    def new_pass(self, max_wait: float) -> None:
+        """A `run --once` pass starts: it waits at most `max_wait` for what is due."""
+        self.pass_wait = max_wait
         self.slow_hosts.clear()
         self._timeouts_in_row.clear()
+        self._deferred.clear()
         self._slow_closed = False
 
-    def _slow_view(self) -> dict[str, bool]:
-        """Slow hosts -> closed (timed out SLOW_HOST_STRIKES times in a row)."""
+    def given_up(self) -> set[str]:
+        """Slow hosts whose pages timed out SLOW_HOST_STRIKES times in a row."""
         strikes = frontier.SLOW_HOST_STRIKES
-        return {h: self._timeouts_in_row[h] >= strikes for h in self.slow_hosts}
+        return {host for host, n in self._timeouts_in_row.items() if n >= strikes}
 
     # --- what others ask ---
 
@@ -165,13 +174,9 @@ class ArticleDispatcher:
         while True:
             self._progress.clear()
             now = time.time()
-            views = self.views(now)
-            if frontier.settled(views, self.in_flight, now, max_wait):
-                return
-            if self.slow_hosts and frontier.settled(
-                views, self.in_flight, now, max_wait, self._slow_view()
-            ):
-                # Only slow hosts have work left: their items stay queued for the next run.
+            views = frontier.without_deferred(self.views(now), self._deferred)
+            if frontier.settled(views, self.in_flight, now, max_wait, self.given_up()):
+                # Nothing more to do: what slow hosts have left stays for the next run.
                 self._slow_closed = True
                 return
             failing = self._failing_since

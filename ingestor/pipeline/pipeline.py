@@ -137,7 +137,7 @@ class Pipeline:
         pipeline.once_max_wait; what waits longer stays queued for the next run."""
         summary = self.summary = PassSummary()
         self.progress = progress
-        self.dispatcher.new_pass()
+        self.dispatcher.new_pass(self.config.pipeline.once_max_wait)
         feeds = [f for f in feeds if f.enabled]
         summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)

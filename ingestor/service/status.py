@@ -110,7 +110,16 @@ def render_json(rows: list[dict[str, Any]]) -> str:
             else value
         )
 
-    keys = ("last_fetch", "last_success", "next_due", "queue_due", "due", "at", "polled_at")
+    keys = (
+        "last_fetch",
+        "last_success",
+        "next_due",
+        "queue_due",
+        "due",
+        "at",
+        "polled_at",
+        "server_wait_until",
+    )
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -156,6 +165,10 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             )
         if row["last_error"]:
             lines.append(f"         last error:   {row['last_error']}")
+        if row["server_wait_until"]:
+            lines.append(
+                f"         server asked: no request before {_when(row['server_wait_until'], now)}"
+            )
         if row["disabled_reason"]:
             lines.append(f"         disabled:     {row['disabled_reason']}")
         if row["queued"]:
