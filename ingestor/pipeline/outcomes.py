@@ -52,6 +52,7 @@ class PassSummary:
     errors: list[str] = field(default_factory=list)
     left: int = 0  # items still in the frontier at the end of a pass
     left_why: list[str] = field(default_factory=list)
+    stopped_by: str | None = None  # the signal that ended the pass early
 
     def add(self, outcome: PollOutcome) -> None:
         self.feeds += 1

@@ -9,6 +9,7 @@ nothing itself: the rules live in core/ (frontier, dedup, schedule, polling, ass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -194,6 +195,37 @@ class Pipeline:
             for task in list(running):
                 task.cancel()
         await self.dispatcher.wait_settled(self.config.pipeline.once_max_wait)
+        await self._count_left(summary)
+        self.progress = None
+        return summary
+
+    async def run_once_until(
+        self,
+        feeds: Iterable[FeedConfig],
+        stop: asyncio.Event,
+        progress: Callable[[PassSummary], None] | None = None,
+    ) -> PassSummary:
+        """run_once, ended early when `stop` is set (SIGTERM, SIGINT): no feed is polled
+        and no article started after it; articles in flight get pipeline.shutdown_grace
+        to finish, the rest stays queued for the next run. The summary says so."""
+        work = asyncio.create_task(self.run_once(feeds, progress))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        await self.stop(self.config.pipeline.shutdown_grace)
+        summary = self.summary
+        await self._count_left(summary)
+        self.progress = None
+        return summary
+
+    async def _count_left(self, summary: PassSummary) -> None:
         now = time.time()
         left = await self.store.frontier_summary(now)
         summary.left = left.size
@@ -202,8 +234,6 @@ class Pipeline:
             now,
             self.dispatcher.slow_hosts,
         )
-        self.progress = None
-        return summary
 
     def _report(self) -> None:
         if self.progress is not None:

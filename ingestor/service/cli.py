@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +27,8 @@ log = logging.getLogger("ingestor")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
 _EXIT_CODES = """exit codes:
-  0  completed (a pass with failing feeds still exits 0: see the log and `ingestor status`)
+  0  completed (a pass with failing feeds still exits 0: see the log and `ingestor status`);
+     also `run --once` stopped by SIGTERM or SIGINT, after its summary
   1  fatal error: state store unusable, output directory not writable
   2  bad configuration or usage
 """
@@ -221,8 +223,26 @@ async def _run_once(config: Config, metrics_file: Path | None) -> PassSummary:
 
     progress = _Progress() if sys.stderr.isatty() else _LogProgress()
     metrics = Metrics()
+    stop = asyncio.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if not stopped_by:
+            log.warning(
+                "%s received: no new work; in-flight articles get %gs "
+                "(pipeline.shutdown_grace), the rest stays queued for the next run",
+                name,
+                config.pipeline.shutdown_grace,
+            )
+        stopped_by.append(name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
     async with open_pipeline(config, metrics) as pipeline:
-        summary = await pipeline.run_once(config.feeds, progress)
+        summary = await pipeline.run_once_until(config.feeds, stop, progress)
+        summary.stopped_by = stopped_by[0] if stopped_by else None
         await metrics.collect()
         # A cron-driven deployment never runs the daemon's hourly clean-up: do it here.
         await pipeline.store.prune(
@@ -304,6 +324,11 @@ def _print_summary(summary: PassSummary, output_dir: Path) -> None:
     for error in summary.errors:
         print(f"  {error}")
     print(f"records in: {output_dir}")
+    if summary.stopped_by:
+        print(
+            f"stopped by {summary.stopped_by}: the pass ended early; what it had not done "
+            "stays queued for the next run"
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
