@@ -51,6 +51,12 @@ class StateError(IngestorError):
     kind = "state"
 
 
+class ServiceError(IngestorError):
+    """Something the daemon serves cannot start (the metrics endpoint): fatal, exit 1."""
+
+    kind = "service"
+
+
 class SinkError(IngestorError):
     """The output sink cannot write a record (disk full, not writable)."""
 

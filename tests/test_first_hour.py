@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from ingestor.config.model import FeedConfig, ScheduleConfig
+from ingestor.core import schedule
+from ingestor.core.schedule import base_interval
+from ingestor.core.state import FeedState
 from tests.conftest import article_html, distinct_story, read_records
 
 
@@ -98,3 +105,105 @@ async def test_run_once_stopped_by_sigterm_finishes_in_flight_work_and_exits_0(t
     stdout, _ = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode == 0
     assert len(read_records(tmp_path / "out")) == 8
+
+
+# --- one line, not a traceback ---
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestor", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line(run: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in run.stderr, run.stderr
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+def minimal_config(tmp_path: Path, extra: str = "", state: str | None = None) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"output: {{dir: {tmp_path / 'out'}}}\n"
+        f"state: {{path: {state or tmp_path / 'state' / 'db'}}}\n"
+        f"{extra}feeds: []\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = minimal_config(tmp_path, f"metrics: {{enabled: true, port: {port}}}\n")
+        run = cli("run", "--config", str(config))
+    assert run.returncode == 1
+    line = one_line(run)
+    assert f"metrics.port {port} on 127.0.0.1" in line and "in use" in line, line
+
+
+def test_an_unresolvable_metrics_host_is_one_line_and_exit_1(tmp_path):
+    config = minimal_config(tmp_path, "metrics: {enabled: true, host: no-such-host.invalid}\n")
+    run = cli("run", "--config", str(config))
+    assert run.returncode == 1
+    assert "metrics.host 'no-such-host.invalid'" in one_line(run)
+
+
+def test_a_state_path_under_a_file_or_on_a_read_only_disk_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    config = minimal_config(tmp_path, state=str(tmp_path / "afile" / "s.db"))
+    run = cli("run", "--once", "--config", str(config))
+    assert run.returncode == 1
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in one_line(run)
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(readonly)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        config = minimal_config(tmp_path, state=str(readonly / "s.db"))
+        run = cli("run", "--once", "--config", str(config))
+        assert run.returncode == 1
+        line = one_line(run)
+        assert "state.path" in line and "Read-only file system" in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(readonly)], capture_output=True)
+
+
+def test_a_config_that_is_not_utf8_is_a_configuration_error(tmp_path):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes(b"output: {dir: out}\nstate: {path: s.db}\n# caf\xe9 news\nfeeds: []\n")
+    run = cli("check-config", "--config", str(config))
+    assert run.returncode == 2
+    line = one_line(run)
+    assert "line 3: not UTF-8" in line and "0xe9" in line, line
+
+
+def test_durations_that_are_not_finite_are_refused(tmp_path):
+    for value in (".nan", ".inf", "-.inf"):
+        config = minimal_config(tmp_path, f"schedule: {{interval: {value}}}\n")
+        run = cli("check-config", "--config", str(config))
+        assert run.returncode == 2, (value, run.stdout)
+        assert "schedule.interval" in one_line(run)
+
+
+# --- polling that does what the configuration says ---
+
+
+def test_adaptive_polling_stretches_an_interval_at_most_four_times():
+    quiet = FeedState(feed_id="f", recent_entry_times=tuple(range(0, 10 * 86400 * 7, 86400 * 7)))
+    feed = FeedConfig(url="https://e.com/feed")
+    one_minute = ScheduleConfig(interval=60)
+    assert base_interval(feed, quiet, one_minute) == 240
+    # An explicit max_interval still wins.
+    assert base_interval(feed, quiet, ScheduleConfig(interval=60, max_interval=3600)) == 3600
+    why = schedule.due_reason(feed, quiet, one_minute, 0.0)
+    assert why.startswith("adaptive: the feed publishes about every 7d") and "4m" in why, why

@@ -106,7 +106,11 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
         built[name] = _build(cls, data.get(name), name, problems, source)
     feeds = _parse_feeds(data.get("feeds"), problems, source)
     schedule = built.get("schedule")
-    if schedule is not None and schedule.min_interval > schedule.max_interval:
+    if (
+        schedule is not None
+        and schedule.max_interval is not None
+        and schedule.min_interval > schedule.max_interval
+    ):
         problems.append(f"{source}: schedule.min_interval: must not exceed schedule.max_interval")
     state = built.get("state")
     if state is not None and (state.path is None) == (state.url is None):
@@ -172,6 +176,14 @@ def load_config(path: str | Path) -> Config:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                f"{source}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                "save the file as UTF-8"
+            ]
+        ) from None
     try:
         data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:

@@ -109,7 +109,8 @@ class HTTPConfig:
 class ScheduleConfig:
     interval: float = setting(900.0, v.parse_duration)
     min_interval: float = setting(300.0, v.parse_duration)
-    max_interval: float = setting(86400.0, v.parse_duration)
+    # None: adaptive polling stretches a feed's interval at most ADAPTIVE_STRETCH times.
+    max_interval: float | None = setting(None, v.optional_duration)
     jitter: float = setting(0.1, v.number(0.0, 0.5))
     max_error_backoff: float = setting(86400.0, v.parse_duration)
     adaptive: bool = setting(True, v.boolean)

@@ -4,6 +4,7 @@ ValueError with a reason that never repeats a secret."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import typing
 from collections.abc import Callable
@@ -45,6 +46,8 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
     else:
         raise ValueError("expected a duration like 30s, 15m, 2h, 1d")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds

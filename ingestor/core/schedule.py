@@ -12,21 +12,77 @@ from ingestor.config.model import FeedConfig, ScheduleConfig
 from ingestor.core.state import FeedState
 
 RECENT_ENTRY_TIMES = 20
+# Without an explicit schedule.max_interval, adaptive polling stretches a feed's interval
+# at most this many times: `interval: 1m` means about every minute, not every six hours.
+ADAPTIVE_STRETCH = 4.0
+# What a feed says of itself (ttl, sy:updatePeriod) is honoured up to this, or up to an
+# explicit max_interval.
+SELF_DECLARED_CAP = 86400.0
+
+
+def configured_interval(feed: FeedConfig, schedule: ScheduleConfig) -> float:
+    return feed.interval if feed.interval is not None else schedule.interval
+
+
+def adaptive_bounds(feed: FeedConfig, schedule: ScheduleConfig) -> tuple[float, float]:
+    """The range adaptive polling keeps a feed's interval in: never slower than
+    max_interval (by default ADAPTIVE_STRETCH times the configured interval), never faster
+    than min_interval (or the configured interval, when that is shorter)."""
+    configured = configured_interval(feed, schedule)
+    upper = schedule.max_interval
+    if upper is None:
+        upper = configured * ADAPTIVE_STRETCH
+    return min(schedule.min_interval, configured), max(upper, configured)
 
 
 def base_interval(feed: FeedConfig, state: FeedState, schedule: ScheduleConfig) -> float:
     """The poll interval before jitter: configured, adapted to the feed's pace, bounded
     below by what the feed says about itself (ttl, sy:updatePeriod)."""
-    interval = feed.interval if feed.interval is not None else schedule.interval
+    return explain_interval(feed, state, schedule)[0]
+
+
+def explain_interval(
+    feed: FeedConfig, state: FeedState, schedule: ScheduleConfig
+) -> tuple[float, str]:
+    """base_interval and why, in words (for `status`)."""
+    interval = configured_interval(feed, schedule)
+    why = f"the configured interval {_span(interval)}"
     if schedule.adaptive and feed.interval is None:
         pace = publishing_interval(state.recent_entry_times)
         if pace is not None:
+            lower, upper = adaptive_bounds(feed, schedule)
             # Poll about twice per typical gap between entries.
-            interval = min(max(pace / 2, schedule.min_interval), schedule.max_interval)
-    for lower_bound in (state.ttl, state.update_period):
-        if lower_bound:
-            interval = max(interval, min(lower_bound, schedule.max_interval))
-    return interval
+            interval = min(max(pace / 2, lower), upper)
+            why = (
+                f"adaptive: the feed publishes about every {_span(pace)}, so every "
+                f"{_span(interval)} (kept within {_span(lower)}..{_span(upper)})"
+            )
+    cap = schedule.max_interval if schedule.max_interval is not None else SELF_DECLARED_CAP
+    for name, lower_bound in (("ttl", state.ttl), ("sy:updatePeriod", state.update_period)):
+        if lower_bound and min(lower_bound, cap) > interval:
+            interval = min(lower_bound, cap)
+            why = f"the feed's {name} asks for at least {_span(interval)}"
+    return interval, why
+
+
+def due_reason(feed: FeedConfig, state: FeedState, schedule: ScheduleConfig, now: float) -> str:
+    """Why the feed is due when it is (`status`)."""
+    if state.not_before > now:
+        return "the server asked to wait until then (Retry-After)"
+    if state.error_count:
+        return f"error backoff after {state.error_count} failures in a row"
+    if state.fresh_until > now and state.fresh_until >= state.next_due:
+        return "the last response stays fresh until then (Cache-Control max-age)"
+    return explain_interval(feed, state, schedule)[1]
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+        if seconds >= size * 2:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:g}s"
 
 
 def publishing_interval(entry_times: Iterable[float]) -> float | None:

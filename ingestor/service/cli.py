@@ -19,7 +19,7 @@ from pathlib import Path
 from ingestor import __version__
 from ingestor.config.load import load_config
 from ingestor.config.model import Config
-from ingestor.errors import ConfigError, SinkError, StateError
+from ingestor.errors import ConfigError, ServiceError, SinkError, StateError
 from ingestor.pipeline.outcomes import PassSummary
 from ingestor.service.logsetup import setup_logging
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    except (StateError, SinkError) as exc:
+    except (StateError, SinkError, ServiceError) as exc:
         print(f"fatal: {exc}", file=sys.stderr)
         return EXIT_FATAL
     except KeyboardInterrupt:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
 
 from ingestor.core.metrics import Metrics
+from ingestor.errors import ServiceError
 
 
 class MetricsServer:
@@ -26,10 +29,23 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ServiceError(self._why(exc)) from None
         server = site._server
         if self.port == 0 and server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
+
+    def _why(self, exc: OSError) -> str:
+        if isinstance(exc, socket.gaierror):
+            return f"metrics.host {self.host!r}: cannot be resolved ({exc.strerror})"
+        what = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            what = "the port is in use (another ingestor, or another program)"
+        return f"metrics.port {self.port} on {self.host}: {what}"
 
     async def stop(self) -> None:
         if self._runner is not None:

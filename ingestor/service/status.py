@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingestor.config.model import Config
+from ingestor.core import schedule
 from ingestor.core.state import FeedState, FrontierRow, FrontierSummary
 from ingestor.store.factory import make_store
 
@@ -59,6 +60,7 @@ def feed_rows(
                 "server_wait_until": state.not_before if state.not_before > time.time() else None,
                 "items": state.items,
                 "next_due": state.next_due or None,
+                "due_because": schedule.due_reason(feed, state, config.schedule, time.time()),
                 "disabled_reason": state.disabled_reason,
                 **_queue(queues.get(feed.feed_id)),
                 "last_article_failure": (
@@ -157,6 +159,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             f"{_when(row['next_due'], now)}   failures in a row: "
             f"{row['consecutive_failures']}"
         )
+        lines.append(f"         due because:  {row['due_because']}")
         if row.get("polled_by"):
             holder = f"; being polled now by {row['polling_now']}" if row["polling_now"] else ""
             lines.append(

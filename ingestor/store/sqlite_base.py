@@ -84,8 +84,18 @@ class SQLiteConnection:
     def _open_sync(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            blocker = next(
+                (p for p in (self.path.parent, *self.path.parent.parents) if p.is_file()),
+                self.path.parent,
+            )
+            raise StateError(
+                f"state.path {self.path}: {blocker} is a file, not a directory"
+            ) from None
         except OSError as exc:
-            raise StateError(f"state directory {self.path.parent}: {exc.strerror}") from None
+            raise StateError(
+                f"state.path {self.path}: cannot create {self.path.parent} ({exc.strerror})"
+            ) from None
         if self.read_only:
             self._open_read_only()
             return
@@ -166,7 +176,13 @@ class SQLiteConnection:
 
     def _acquire_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(
+                f"state.path {self.path}: cannot create its lock file in {self.path.parent} "
+                f"({exc.strerror}): the state needs a writable directory"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
