@@ -5,6 +5,8 @@ the command."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,11 +17,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from ingestor.analyze.language import detect_language
 from ingestor.config.model import FeedConfig, ScheduleConfig
 from ingestor.core import schedule
 from ingestor.core.schedule import base_interval
-from ingestor.core.state import FeedState
-from tests.conftest import article_html, distinct_story, read_records
+from ingestor.core.state import FeedState, PollCommit
+from ingestor.errors import ParseError
+from ingestor.parse.feeds import parse_feed
+from ingestor.store.sqlite import SQLiteStateStore
+from tests.conftest import LOREM_EN, article_html, distinct_story, read_records
 
 
 class SlowPages:
@@ -207,3 +213,104 @@ def test_adaptive_polling_stretches_an_interval_at_most_four_times():
     assert base_interval(feed, quiet, ScheduleConfig(interval=60, max_interval=3600)) == 3600
     why = schedule.due_reason(feed, quiet, one_minute, 0.0)
     assert why.startswith("adaptive: the feed publishes about every 7d") and "4m" in why, why
+
+
+# --- truthful output ---
+
+
+def test_json_that_is_no_json_feed_is_called_json():
+    for body in (b'[{"title": "x"}]', b"\xef\xbb\xbf[1, 2]"):
+        with pytest.raises(ParseError) as caught:
+            parse_feed(body, "https://e.com/feed.json", "application/feed+json")
+        message = str(caught.value)
+        assert "JSON, but not a JSON Feed: the top level is an array" in message, message
+        assert "SAX" not in message
+    # XML served as JSON still parses as the feed it is.
+    xml = b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item>'
+    xml += b"<title>A</title><link>https://e.com/a</link></item></channel></rss>"
+    assert len(parse_feed(xml, "https://e.com/f", "application/json").entries) == 1
+
+
+def test_status_shows_articles_due_now_as_now(tmp_path):
+    from tests.test_store_contract import _items
+
+    config = minimal_config(tmp_path)
+
+    async def queue() -> None:
+        store = SQLiteStateStore(tmp_path / "state" / "db")
+        await store.open()
+        try:
+            await store.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 2, now=0)))
+        finally:
+            await store.close()
+
+    asyncio.run(queue())
+    run = cli("status", "--config", str(config), "--hosts", "--json")
+    assert run.returncode == 0, run.stderr
+    (host,) = json.loads(run.stdout)
+    assert host["due_now"] is True and not host["due"].startswith("1970"), host
+    text = cli("status", "--config", str(config), "--hosts").stdout
+    assert "queued  next now" in text, text
+
+
+def test_a_long_title_weighs_its_share_not_the_whole_article():
+    title = ("Chính phủ công bố biện pháp mới để hỗ trợ người dân vùng lũ lụt miền Trung. " * 14)[
+        :1000
+    ]
+    body = " ".join(LOREM_EN * 3)
+    assert detect_language(title, body).language == "en"
+    # A normal headline still counts whole, and decides a short text.
+    assert detect_language("Chính phủ công bố biện pháp mới", "OK").language == "vi"
+
+
+def test_import_opml_says_which_outlines_it_left_out(tmp_path):
+    opml = tmp_path / "subs.opml"
+    opml.write_text(
+        '<?xml version="1.0"?>\n<opml version="2.0"><head><title>s</title></head><body>\n'
+        '<outline text="News">\n'
+        '  <outline text="Good" type="rss" xmlUrl="https://news.example/feed.xml"/>\n'
+        '  <outline text="Archive" type="rss" xmlUrl="ftp://files.example/feed.xml"/>\n'
+        '  <outline text="Just a note"/>\n'
+        "</outline>\n</body></opml>\n",
+        encoding="utf-8",
+    )
+    run = cli("import-opml", str(opml))
+    assert run.returncode == 0, run.stderr
+    assert "https://news.example/feed.xml" in run.stdout and "ftp://" not in run.stdout
+    lines = run.stderr.splitlines()
+    assert len(lines) == 2, run.stderr
+    assert "line 5: outline 'Archive': ftp://files.example/feed.xml is not http(s)" in lines[0]
+    assert "line 6: outline 'Just a note': no xmlUrl" in lines[1]
+
+
+# --- docs that work as written ---
+
+
+def test_the_readmes_minimum_config_passes_check_config_as_printed(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    minimum = readme.split("The minimum:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "ingestor.yaml"
+    config.write_text(minimum, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("NEWS_API_KEY", "FEED_PASSWORD")}
+    run = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    # A secret from an unset variable is one problem, said once.
+    config.write_text(
+        minimum + '    auth: {username: reader, password: "${FEED_PASSWORD}"}\n', encoding="utf-8"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert run.returncode == 2
+    assert "${FEED_PASSWORD} is not set" in one_line(run)

@@ -154,6 +154,12 @@ def _script_corrected(candidates: list[tuple[str, float]], text: str) -> list[tu
     return [(proven, candidates[0][1]), *candidates[1:]]
 
 
+# A title longer than this is read apart from the text and weighs its share of their
+# letters: langdetect's n-grams let a little of a distinctive script outvote a page of
+# English, so a 1,000-character title in one sample would decide alone.
+LONG_TITLE = 150
+
+
 def detect_language(
     title: str,
     text: str,
@@ -161,6 +167,8 @@ def detect_language(
     detector: str = "langdetect",
     max_chars: int = 400,
 ) -> LanguageResult:
+    if len(title.strip()) > LONG_TITLE and count_letters(text[:max_chars]):
+        return _title_apart(title, text, hints, detector, max_chars)
     sample = f"{title}\n{text}".strip()[:max_chars]
     letters = count_letters(sample)
     proven = cjk_language(sample)
@@ -169,12 +177,35 @@ def detect_language(
         return decide_language([(proven, 1.0)], len(sample), hints, MIN_LETTERS)
     if letters == 0:
         return decide_language([], 0, hints)
+    candidates = _candidates(sample, hints, detector)
+    return decide_language(candidates, len(sample), hints, letters)
+
+
+def _candidates(sample: str, hints: Sequence[str | None], detector: str) -> list[tuple[str, float]]:
     if detector == "py3langid":
         candidates = _langid_candidates(sample)
     else:
         candidates = _langdetect_candidates(sample) or _langid_candidates(sample)
         candidates = _second_opinion(candidates, sample, hints)
-    return decide_language(_script_corrected(candidates, sample), len(sample), hints, letters)
+    return _script_corrected(candidates, sample)
+
+
+def _title_apart(
+    title: str, text: str, hints: Sequence[str | None], detector: str, max_chars: int
+) -> LanguageResult:
+    """A long title and the text, each read alone, weighed by their share of letters."""
+    title_letters, text_letters = count_letters(title), count_letters(text)
+    weight = title_letters / (title_letters + text_letters)
+    merged: dict[str, float] = {}
+    for part, share in (
+        (title.strip()[:max_chars], weight),
+        (text.strip()[:max_chars], 1 - weight),
+    ):
+        for code, probability in _candidates(part, hints, detector):
+            merged[code] = merged.get(code, 0.0) + share * probability
+    ranked = sorted(merged.items(), key=lambda item: -item[1])
+    letters = count_letters(text[:max_chars]) + count_letters(title[:max_chars])
+    return decide_language(ranked, min(len(title) + len(text), max_chars), hints, letters)
 
 
 # langdetect has no model for some languages, and their nearest neighbour absorbs them with

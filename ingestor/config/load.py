@@ -32,7 +32,9 @@ def expand_env(value: Any, path: str, problems: list[str], source: str) -> Any:
             if default is not None:
                 return default
             problems.append(f"{source}: {path}: environment variable ${{{name}}} is not set")
-            return ""
+            # Left as written: the value's own checks have nothing more to say about it
+            # (an empty password would be reported a second time).
+            return match.group(0)
 
         return _ENV_REF.sub(replace, value)
     if isinstance(value, dict):

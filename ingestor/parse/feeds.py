@@ -10,7 +10,12 @@ from __future__ import annotations
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.retrieved import RetrievedFeed, split_content_type
 from ingestor.errors import ParseError
-from ingestor.parse.jsonfeed import is_json_feed, parse_json_feed
+from ingestor.parse.jsonfeed import (
+    is_json_feed,
+    looks_like_json,
+    not_a_json_feed,
+    parse_json_feed,
+)
 from ingestor.parse.rss_atom import parse_rss_atom
 from ingestor.parse.safety import reject_entity_declarations
 
@@ -21,6 +26,10 @@ def parse_retrieved(doc: RetrievedFeed) -> ParsedFeed:
         raise ParseError(doc.url, "empty response body, not a feed")
     if is_json_feed(doc.body, doc.media_type):
         return parse_json_feed(doc.body, doc.url)
+    if looks_like_json(doc.body):
+        # Served as JSON but not a JSON Feed object: say so, not what an XML parser
+        # makes of it.
+        raise ParseError(doc.url, not_a_json_feed(doc.body))
     reject_entity_declarations(doc.body, doc.url)
     return parse_rss_atom(doc)
 

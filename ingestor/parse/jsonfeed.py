@@ -31,6 +31,27 @@ def is_json_feed(body: bytes, content_type: str) -> bool:
     return head.startswith(b"{") and b"jsonfeed.org/version" in head
 
 
+def looks_like_json(body: bytes) -> bool:
+    """A body that opens as JSON does (an array; an object is_json_feed turned down),
+    whatever the media type said: XML served as JSON still goes to the XML parser."""
+    head = body[:64].lstrip().removeprefix(b"\xef\xbb\xbf")
+    return head.startswith((b"[", b"{"))
+
+
+def not_a_json_feed(body: bytes) -> str:
+    """What a JSON document that is no JSON Feed is, in a few words."""
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"invalid JSON: {clean_line(str(exc), 200)}"
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(data), "a number" if isinstance(data, int | float) else "an object"
+    )
+    if isinstance(data, dict):
+        return "JSON, but not a JSON Feed: the object has no 'items' list"
+    return f"JSON, but not a JSON Feed: the top level is {kind}, not an object"
+
+
 def _s(value: Any) -> str | None:
     """A string field of untrusted JSON: anything else counts as missing."""
     return value if isinstance(value, str) and value.strip() else None

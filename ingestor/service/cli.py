@@ -343,7 +343,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_import_opml(args: argparse.Namespace) -> int:
     from ingestor.service.opml import feeds_yaml, read_opml
 
-    feeds = read_opml(args.opml)
+    feeds, skipped = read_opml(args.opml)
+    for line in skipped:
+        print(f"import-opml: {line}", file=sys.stderr)
     if args.append_to is None:
         print("feeds:")
         print(_indent(feeds_yaml(feeds)), end="")

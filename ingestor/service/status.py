@@ -27,12 +27,26 @@ def _when(moment: float | None, now: float) -> str:
     return f"{stamp} ({'in ' + span if delta > 0 else span + ' ago'})"
 
 
+def _due(ready_at: float, now: float) -> tuple[float, bool]:
+    """When queued work is due, and whether that is now (an item due at once is stored
+    with time 0: it is due now, not in 1970)."""
+    return (ready_at, False) if ready_at > now else (now, True)
+
+
 def _queue(row: FrontierRow | None) -> dict[str, Any]:
     if row is None:
-        return {"queued": 0, "queue_due": None, "queue_attempts": 0, "queue_last_error": None}
+        return {
+            "queued": 0,
+            "queue_due": None,
+            "queue_due_now": False,
+            "queue_attempts": 0,
+            "queue_last_error": None,
+        }
+    due, now = _due(row.ready_at, time.time())
     return {
         "queued": row.queued,
-        "queue_due": row.ready_at,
+        "queue_due": due,
+        "queue_due_now": now,
         "queue_attempts": row.attempts,
         "queue_last_error": row.last_error,
     }
@@ -72,11 +86,13 @@ def feed_rows(
 
 
 def host_rows(frontier: FrontierSummary) -> list[dict[str, Any]]:
+    now = time.time()
     return [
         {
             "host": row.key or "(no page fetch)",
             "queued": row.queued,
-            "due": row.ready_at,
+            "due": _due(row.ready_at, now)[0],
+            "due_now": _due(row.ready_at, now)[1],
             "max_attempts": row.attempts,
             "last_error": row.last_error,
         }
@@ -177,7 +193,8 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         if row["queued"]:
             lines.append(
                 f"         queued:       {row['queued']} articles, next due "
-                f"{_when(row['queue_due'], now)}, attempts up to {row['queue_attempts']}"
+                f"{'now' if row['queue_due_now'] else _when(row['queue_due'], now)}, "
+                f"attempts up to {row['queue_attempts']}"
                 + (f", last: {row['queue_last_error']}" if row["queue_last_error"] else "")
             )
         failure = row["last_article_failure"]
@@ -197,7 +214,8 @@ def render_hosts(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         error = f"  last error: {row['last_error']}" if row["last_error"] else ""
         lines.append(
-            f"  {row['host']:32} {row['queued']:6} queued  next {_when(row['due'], now)}"
+            f"  {row['host']:32} {row['queued']:6} queued  next "
+            f"{'now' if row['due_now'] else _when(row['due'], now)}"
             f"  attempts up to {row['max_attempts']}{error}"
         )
     return "\n".join(lines)
