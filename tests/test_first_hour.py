@@ -314,3 +314,58 @@ def test_the_readmes_minimum_config_passes_check_config_as_printed(tmp_path):
     )
     assert run.returncode == 2
     assert "${FEED_PASSWORD} is not set" in one_line(run)
+
+
+# --- updates in every format; a daemon that starts at once ---
+
+
+async def test_an_rss_item_whose_pubdate_moves_forward_is_an_update(tmp_path, serve, worker_pool):
+    from ingestor.config.model import DedupConfig
+    from tests.conftest import make_config, rss
+    from tests.test_pipeline import run_pass
+
+    state = {"pubDate": "Mon, 04 Nov 2024 08:00:00 GMT", "story": 70}
+
+    async def feed(_request: web.Request) -> web.Response:
+        item = {"title": "Budget", "link": f"{base}/a/budget.html", "guid": "b1"}
+        body = rss([{**item, "pubDate": state["pubDate"]}])
+        return web.Response(body=body, content_type="application/rss+xml")
+
+    async def page(_request: web.Request) -> web.Response:
+        html = article_html("Budget", distinct_story(int(state["story"])))
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/feed.xml", feed)
+    app.router.add_get("/a/budget.html", page)
+    base = await serve(app)
+    config = make_config(tmp_path, [f"{base}/feed.xml"], dedup=DedupConfig(updates=True))
+    await run_pass(config, worker_pool)
+    (first,) = read_records(tmp_path / "out")
+    # The page is edited and the item's pubDate moved forward (RSS 2.0 has no <updated>).
+    state.update(pubDate="Mon, 04 Nov 2024 15:00:00 GMT", story=71)
+    _summary, pipeline = await run_pass(config, worker_pool)
+    (record,) = read_records(tmp_path / "out")
+    assert record["id"] == first["id"] and record["text"] != first["text"]
+    assert record["updated_at"] is not None
+    assert pipeline.metrics.count("articles_updated") == 1
+
+
+async def test_the_daemon_polls_new_feeds_at_once_and_says_so(tmp_path, serve):
+    site = SlowPages(count=1, delay=0.0)
+    site.base = await serve(site.app)
+    config = config_file(tmp_path, f"{site.base}/feed.xml", "schedule: {interval: 1h}\n")
+    process = await run_cli("run", "--config", str(config))
+    started = time.monotonic()
+    try:
+        while not read_records(tmp_path / "out") and time.monotonic() - started < 30:
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert read_records(tmp_path / "out"), stderr.decode()[-2000:]
+    assert took < 10, took  # not a random point in the first minute
+    log = stderr.decode()
+    assert "first polls: 1 of 1 feeds due now (1 new)" in log, log
+    assert "1 new entries queued" in log, log

@@ -79,13 +79,15 @@ def republished_entries(entries: Iterable[FeedEntry], known_keys: set[str]) -> l
 def updated_entries(
     entries: Iterable[FeedEntry], known_updated: dict[str, float | None]
 ) -> list[FeedEntry]:
-    """Known entries whose feed `updated` time moved forward (candidates for re-emission)."""
+    """Known entries whose date moved forward (`FeedEntry.version_time`): candidates for
+    re-emission."""
     result = []
     for entry in entries:
-        if entry.key not in known_updated or entry.updated is None:
+        moment = entry.version_time
+        if entry.key not in known_updated or moment is None:
             continue
         before = known_updated[entry.key]
-        if before is not None and entry.updated.timestamp() > before + 1:
+        if before is not None and moment.timestamp() > before + 1:
             result.append(entry)
     return result
 

@@ -35,6 +35,18 @@ class FeedEntry:
     # Other keys this entry had: the guids of the entries that re-published one article.
     aliases: tuple[str, ...] = ()
 
+    @property
+    def version_time(self) -> datetime | None:
+        """The date of this version of the entry, in every format: Atom's <updated>, JSON
+        Feed's date_modified, else the published date (RSS pubDate, dc:date). A later one
+        than seen before makes the entry an update candidate (dedup.updates)."""
+        return self.updated or self.published
+
+    @property
+    def version_stamp(self) -> float | None:
+        moment = self.version_time
+        return moment.timestamp() if moment is not None else None
+
 
 @dataclass(frozen=True)
 class FeedMeta:

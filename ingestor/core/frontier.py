@@ -116,7 +116,7 @@ def plan_items(
                 payload=encode_payload(entry, feed_title, feed_language, settings),
                 is_update=is_update,
                 enqueued_at=now,
-                entry_updated=entry.updated.timestamp() if entry.updated else None,
+                entry_updated=entry.version_stamp,
             )
         )
     return items

@@ -95,7 +95,7 @@ def decide_article(
         signature=prints.signature,
         band_keys=prints.band_keys,
         committed_at=now.timestamp(),
-        entry_updated=item.entry.updated.timestamp() if item.entry.updated else None,
+        entry_updated=item.entry.version_stamp,
         op="update" if updated_at is not None else "create",
     )
     return Settlement(
@@ -123,7 +123,7 @@ def article_commit(
         committed_at=time.time(),
         record=record,
         seen_record_id=seen,
-        entry_updated=entry.updated.timestamp() if entry.updated else None,
+        entry_updated=entry.version_stamp,
         release_record=release,
         failure=failure,
         failed_url=entry.link if failure else None,

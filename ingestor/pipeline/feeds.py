@@ -180,7 +180,10 @@ class FeedPoller(UsesParts):
             recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
             items=state.items + sum(not i.is_update for i in items),
         )
-        outcome = PollOutcome(feed.feed_id, PollStatus.OK, new_entries=len(items))
+        updated = sum(i.is_update for i in items)
+        outcome = PollOutcome(
+            feed.feed_id, PollStatus.OK, new_entries=len(items) - updated, updated_entries=updated
+        )
         return await self._feed_succeeded(feed, state, outcome, items)
 
     async def _new_items(

@@ -32,8 +32,17 @@ class PollOutcome:
     feed_id: str
     status: PollStatus
     new_entries: int = 0
+    updated_entries: int = 0  # known entries queued again as updates (dedup.updates)
     error: str | None = None
     retry_at: float | None = None  # the server (or its host) asked us to come back then
+
+    def describe_entries(self) -> str:
+        parts = []
+        if self.new_entries:
+            parts.append(f"{self.new_entries} new entries queued")
+        if self.updated_entries:
+            parts.append(f"{self.updated_entries} updated entries queued again")
+        return ", ".join(parts) or "no new entries"
 
 
 @dataclass
@@ -66,7 +75,7 @@ class PassSummary:
             self.failed += 1
             if outcome.error:
                 self.errors.append(outcome.error)
-        self.queued += outcome.new_entries
+        self.queued += outcome.new_entries + outcome.updated_entries
 
     def count(self, result: Article) -> None:
         self.written += result in (Article.WRITTEN, Article.WRITTEN_DUPLICATE)

@@ -91,7 +91,9 @@ class Daemon:
         async with open_pipeline(self.config, self.metrics) as pipeline:
             self.pipeline = pipeline
             now = time.time()
-            spread = min(self.config.schedule.interval, 60.0)
+            # New feeds are polled at once: max_concurrent_feeds and the per-host limits
+            # keep a start with many feeds polite.
+            spread = 0.0
             for feed_id in self.feeds:
                 self.due.set(
                     feed_id, schedule.first_due(pipeline.states.get(feed_id), now, spread, self.rng)
@@ -99,6 +101,7 @@ class Daemon:
             if pipeline.store.shared:
                 # The schedule lives in the shared state; each instance claims what is due.
                 await self._register(self.feeds.values(), now, spread)
+            self._log_first_polls(pipeline, now)
             self.metrics.gauges["feeds_scheduled"] = lambda: float(len(self.feeds))
             self.metrics.gauges["feeds_polling"] = lambda: float(len(self._running))
             if self.config.metrics.enabled:
@@ -155,6 +158,19 @@ class Daemon:
                     await server.stop()
         log.info("ingestor stopped cleanly")
         return 0
+
+    def _log_first_polls(self, pipeline: Pipeline, now: float) -> None:
+        states = pipeline.states
+        new = sum(1 for feed_id in self.feeds if feed_id not in states)
+        due = [schedule.first_due(states.get(f), now, 0.0, self.rng) for f in self.feeds]
+        due_now = sum(1 for when in due if when <= now)
+        later = [when for when in due if when > now]
+        line = f"first polls: {due_now} of {len(self.feeds)} feeds due now ({new} new)"
+        if later:
+            line += (
+                f"; the others as their saved schedule says, the next in {min(later) - now:.0f}s"
+            )
+        log.info(line)
 
     def request_stop(self, reason: str = "stop") -> None:
         if self._accepting:
@@ -234,8 +250,8 @@ class Daemon:
         outcome: PollOutcome | None = None
         try:
             outcome = await self.pipeline.poll_feed(feed, claimed=claimed)
-            if outcome.new_entries:
-                log.info("feed %s: %d new entries queued", feed.url, outcome.new_entries)
+            if outcome.new_entries or outcome.updated_entries:
+                log.info("feed %s: %s", feed.url, outcome.describe_entries())
             return outcome
         except Exception:
             log.exception("feed %s: unexpected error while polling", feed.url)
