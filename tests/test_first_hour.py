@@ -369,3 +369,33 @@ async def test_the_daemon_polls_new_feeds_at_once_and_says_so(tmp_path, serve):
     log = stderr.decode()
     assert "first polls: 1 of 1 feeds due now (1 new)" in log, log
     assert "1 new entries queued" in log, log
+
+
+async def test_the_total_timeout_bounds_the_whole_fetch(serve):
+    from ingestor.errors import FetchTimeoutError
+    from ingestor.http.fetcher import Fetcher
+    from tests.conftest import loopback_http
+
+    async def silent(_request: web.Request) -> web.Response:
+        await asyncio.sleep(20)  # accepts the connection, never answers in time
+        return web.Response(text="late")
+
+    async def hop(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        await asyncio.sleep(0.8)
+        raise web.HTTPFound(f"/hop/{n + 1}")
+
+    app = web.Application()
+    app.router.add_get("/silent", silent)
+    app.router.add_get("/hop/{n}", hop)
+    base = await serve(app)
+    config = loopback_http(total_timeout=2.0, retries=2)
+    async with Fetcher(config) as fetcher:
+        for path in ("/silent", "/hop/1"):
+            started = time.monotonic()
+            with pytest.raises(FetchTimeoutError) as caught:
+                await fetcher.fetch(f"{base}{path}", max_bytes=1 << 20)
+            took = time.monotonic() - started
+            # Not resent after running out, and redirect hops share the one budget.
+            assert 1.9 <= took < 3.0, (path, took)
+            assert "timed out (total 2s)" in str(caught.value), caught.value

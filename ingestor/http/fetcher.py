@@ -10,10 +10,11 @@ fetch(url) = for each attempt (transient errors retried with backoff and jitter)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
@@ -91,7 +92,6 @@ class Fetcher:
         self.limiter = limiter or HostLimiter(config.per_host_connections, config.per_host_delay)
         self.robots = RobotsCache(self._get_robots, config.user_agent)
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # by total time limit
         self._rng = random.Random()
 
     async def __aenter__(self) -> Fetcher:
@@ -189,11 +189,11 @@ class Fetcher:
         `timeout` wins over both."""
         attempts = self.config.retries + 1
         options = options or _NO_OPTIONS
-        total = options.timeout or total_timeout or self.config.total_timeout
+        budget = _Budget(options.timeout or total_timeout or self.config.total_timeout)
         for attempt in range(attempts):
             try:
                 return await self._follow_redirects(
-                    url, max_bytes, dict(headers or {}), options, total
+                    url, max_bytes, dict(headers or {}), options, budget
                 )
             except FetchError as exc:
                 # A request that ran out its whole time is not sent again at once: a
@@ -216,7 +216,7 @@ class Fetcher:
         max_bytes: int,
         headers: dict[str, str],
         options: RequestOptions,
-        total: float,
+        budget: _Budget,
     ) -> FetchResult:
         current = url
         visited = {url}
@@ -228,7 +228,7 @@ class Fetcher:
                 # A feed's own headers and credentials never follow it to another host.
                 options = replace(options, headers=(), auth=None)
             status, response_headers, body = await self._request(
-                current, max_bytes, headers, options, total
+                current, max_bytes, headers, options, budget
             )
             if status in _REDIRECTS:
                 location = response_headers.get("Location")
@@ -276,22 +276,23 @@ class Fetcher:
         max_bytes: int,
         headers: dict[str, str],
         options: RequestOptions,
-        total: float,
+        budget: _Budget,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         if self._session is None:
             raise RuntimeError("Fetcher is not open")
-        timeout = self._timeouts.get(total)
-        if timeout is None:
-            timeout = self._timeouts[total] = aiohttp.ClientTimeout(
-                total=total,
-                connect=min(self.config.connect_timeout, total),
-                sock_read=min(self.config.read_timeout, total),
-            )
         sent = {**dict(options.headers), **headers}
         if options.user_agent:
             sent["User-Agent"] = options.user_agent
         auth = options.auth
-        async with self.limiter.slot(host_key(url), url):
+        total = budget.total
+        async with self.limiter.slot(host_key(url), url), budget.spending() as left:
+            if left <= 0:
+                raise FetchTimeoutError(url, f"timed out (total {total:g}s)")
+            timeout = aiohttp.ClientTimeout(
+                total=left,
+                connect=min(self.config.connect_timeout, left),
+                sock_read=min(self.config.read_timeout, left),
+            )
             try:
                 async with self._session.get(
                     url,
@@ -309,7 +310,7 @@ class Fetcher:
             except FetchError:
                 raise
             except Exception as exc:
-                translated = translate_error(url, exc, total)
+                translated = translate_error(url, exc, total, self.config.read_timeout)
                 if translated is None:
                     raise
                 raise translated from None
@@ -343,6 +344,24 @@ class Fetcher:
             log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
             return 0, b""
         return result.status, result.body
+
+
+class _Budget:
+    """The total timeout of one fetch, spent across its redirect hops and retries: the
+    time spent in requests counts (not the wait for a host slot, nor the pause between
+    retries), so a total of 60 s is never 90."""
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self.left = total
+
+    @contextlib.asynccontextmanager
+    async def spending(self) -> AsyncIterator[float]:
+        started = time.monotonic()
+        try:
+            yield self.left
+        finally:
+            self.left -= time.monotonic() - started
 
 
 async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:

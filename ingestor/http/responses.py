@@ -106,9 +106,16 @@ _ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[str, BaseException], Fe
 )
 
 
-def translate_error(url: str, exc: BaseException, total_timeout: float) -> FetchError | None:
+def translate_error(
+    url: str, exc: BaseException, total_timeout: float, read_timeout: float | None = None
+) -> FetchError | None:
     """The FetchError an exception from aiohttp (or the socket) means; None if it is none
     of theirs (a bug, which must not be disguised as a network error)."""
+    if isinstance(exc, aiohttp.SocketTimeoutError) and read_timeout:
+        wait = min(read_timeout, total_timeout)
+        return FetchTimeoutError(url, f"timed out: the server sent nothing for {wait:g}s")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return FetchTimeoutError(url, "timed out while connecting")
     if isinstance(exc, TimeoutError):
         return FetchTimeoutError(url, f"timed out (total {total_timeout:g}s)")
     for kind, make in _ERROR_TABLE:
