@@ -399,3 +399,20 @@ async def test_the_total_timeout_bounds_the_whole_fetch(serve):
             # Not resent after running out, and redirect hops share the one budget.
             assert 1.9 <= took < 3.0, (path, took)
             assert "timed out (total 2s)" in str(caught.value), caught.value
+
+
+async def test_a_date_from_the_page_keeps_its_time(tmp_path, serve, worker_pool):
+    from tests.conftest import make_config
+    from tests.test_pipeline import Site, run_pass
+
+    site = Site()
+    site.base = await serve(site.app)
+    head = '<meta property="article:published_time" content="2024-11-04T07:15:00Z">'
+    site.pages["/a/dated.html"] = article_html(
+        "Harbour dredging starts", distinct_story(80), extra_head=head
+    )
+    site.items.append({"title": "Harbour dredging starts", "link": "BASE/a/dated.html"})
+    config = make_config(tmp_path, [f"{site.base}/feed.xml"])
+    await run_pass(config, worker_pool)
+    (record,) = read_records(tmp_path / "out")
+    assert record["published_at"] == "2024-11-04T07:15:00Z"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from ingestor.analyze.edges import trim_edges
@@ -127,7 +128,7 @@ def extract_page(
     meta = PageMetadata(
         title=title,
         authors=_split_authors(data.get("author")),
-        date=parse_date(data.get("date")),
+        date=precise_date(parse_date(data.get("date")), html),
         site_name=clean_line(data.get("sitename"), 300) or None,
         image=clean_line(data.get("image"), 2000) or None,
         tags=tuple(
@@ -142,6 +143,23 @@ def extract_page(
     )
     # trim_edges drops the title wherever the body repeats it, first paragraph included.
     return _page_body(trim_edges(text, title), method), json_ld_body, meta
+
+
+def precise_date(found: datetime | None, html: str) -> datetime | None:
+    """trafilatura's date is a day (htmldate's YYYY-MM-DD): the page's own published time
+    (article:published_time and the like, with its time and offset) wins when it falls on
+    that day, or when trafilatura found none."""
+    head = scan_head(html).date
+    if head is None or found is None:
+        return head or found
+    # A day in the page's own zone may be the day before or after in UTC.
+    if _midnight(found) and abs((head - found).total_seconds()) < 2 * 86400:
+        return head
+    return found
+
+
+def _midnight(moment: datetime) -> bool:
+    return (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0)
 
 
 def _as_dict(document: Any) -> dict[str, Any]:
