@@ -367,6 +367,14 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return result.returncode == 0
 
 
+async def _healthz(port: int) -> tuple[int, str]:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/healthz"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
 async def test_disk_full_is_a_clear_error_and_recovers_when_space_returns(tmp_path, serve):
     out = tmp_path / "out"
     if not _mount_tmpfs(out, "512k"):
@@ -382,10 +390,14 @@ async def test_disk_full_is_a_clear_error_and_recovers_when_space_returns(tmp_pa
         farm.base = await serve(farm.app)
         config = tmp_path / "ingestor.yaml"
         log = tmp_path / "daemon.log"
-        write_config(config, farm.feed_urls())
+        write_config(config, farm.feed_urls(), extra="metrics:\n  enabled: true\n  port: 0\n")
         daemon = await start_daemon(config, log)
         try:
             assert await wait_for(lambda: "disk full" in log.read_text(), 40), log.read_text()
+            # /healthz says the daemon cannot do its job while records cannot be written.
+            port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", log.read_text()).group(1))
+            status, text = await _healthz(port)
+            assert status == 503 and "record writes failing" in text, text
             # Retried (every 10 s, all article work paused meanwhile), never dropped.
             assert await wait_for(lambda: log.read_text().count("disk full") >= 2, 30)
             # Nothing is marked done and nothing corrupt is left behind.
@@ -395,6 +407,7 @@ async def test_disk_full_is_a_clear_error_and_recovers_when_space_returns(tmp_pa
             assert "cannot write record" in line and "retried" in line
             os.unlink(filler)  # space returns
             assert await wait_for(lambda: len(read_records(out)) == 4, 40), log.read_text()
+            assert await _healthz(port) == (200, "ok\n")
         finally:
             daemon.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(daemon.wait(), 30) == 0

@@ -101,7 +101,7 @@ class ArticleWorker(UsesParts):
             # Our own disk, not the site: retry without counting an attempt.
             self.metrics.inc("article_errors", "sink")
             due_again = time.time() + frontier.SINK_PAUSE
-            self.dispatcher.pause(due_again)
+            self.dispatcher.pause(due_again, str(exc))
             log.error(
                 "%s; the article stays queued and is retried in %.0fs", exc, frontier.SINK_PAUSE
             )

@@ -70,6 +70,7 @@ class ArticleDispatcher:
         self._accepting = True
         self._paused_until = 0.0
         self._failing_since: float | None = None  # the output has failed since then
+        self.output_error = ""  # what the last failed write said
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
@@ -113,11 +114,17 @@ class ArticleDispatcher:
             self._board[host] = min(self._board.get(host, due), due)
         self._wake.set()
 
-    def pause(self, until: float) -> None:
+    def pause(self, until: float, reason: str = "") -> None:
         """Claim nothing before `until` (the output is failing: every item would fail)."""
         self._paused_until = max(self._paused_until, until)
+        self.output_error = reason or self.output_error
         if self._failing_since is None:
             self._failing_since = time.time()
+
+    @property
+    def output_failing_since(self) -> float | None:
+        """Since when records cannot be written (None: they can, as far as is known)."""
+        return self._failing_since
 
     def mark_slow(self, host: str, reason: str) -> None:
         """A page of `host` timed out or trickled: the host is slow for the rest of the pass."""

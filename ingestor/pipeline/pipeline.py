@@ -101,6 +101,16 @@ class Pipeline:
             self.summary.count(result)
         self._report()
 
+    def health(self) -> tuple[bool, str]:
+        """Whether records can be written (and the state committed with them): `/healthz`."""
+        since = self.dispatcher.output_failing_since
+        if since is not None:
+            return False, (
+                f"record writes failing for {max(time.time() - since, 0.0):.0f}s: "
+                f"{self.dispatcher.output_error}"
+            )
+        return True, "ok"
+
     # --- lifecycle ---
 
     async def start(self) -> None:

@@ -109,7 +109,7 @@ class Daemon:
                     self.metrics,
                     self.config.metrics.host,
                     self.config.metrics.port,
-                    lambda: self._accepting,
+                    self._health,
                 )
                 await server.start()
                 log.info("metrics on http://%s:%d/metrics", server.host, server.port)
@@ -158,6 +158,13 @@ class Daemon:
                     await server.stop()
         log.info("ingestor stopped cleanly")
         return 0
+
+    def _health(self) -> tuple[bool, str]:
+        if not self._accepting:
+            return False, "stopping"
+        if self.pipeline is None:
+            return False, "starting"
+        return self.pipeline.health()
 
     def _log_first_polls(self, pipeline: Pipeline, now: float) -> None:
         states = pipeline.states

@@ -15,7 +15,9 @@ from ingestor.errors import ServiceError
 class MetricsServer:
     """`/healthz` and `/metrics` on host:port (127.0.0.1 by default)."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]) -> None:
+    def __init__(
+        self, metrics: Metrics, host: str, port: int, healthy: Callable[[], tuple[bool, str]]
+    ) -> None:
         self.metrics = metrics
         self.host = host
         self.port = port
@@ -52,8 +54,9 @@ class MetricsServer:
             await self._runner.cleanup()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        ok = self.healthy()
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+        """200 "ok" while records can be written; else 503 and why."""
+        ok, why = self.healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else f"unhealthy: {why}\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         await self.metrics.collect()
