@@ -44,6 +44,10 @@ def test_demo_ingests_the_offline_corpus(tmp_path):
     for noise in NOISE:
         assert noise not in french["text"]
     assert french["extraction_method"] == "trafilatura"
+    # The sidebar's "Sign up for our newsletter." is no part of any article (it ended
+    # the Japanese record's text).
+    for record in records:
+        assert "newsletter" not in record["text"].lower(), record["text"][-200:]
     wind = [r for r in records if "wind farm" in r["title"].lower()]
     assert len(wind) == 2
     assert sorted(str(r["duplicate_kind"]) for r in wind) == ["None", "near"]

@@ -43,7 +43,7 @@ _PROMPTS = (
         )
     ),
     # newsletter / subscription
-    r"(sign up|subscribe)( (to|for) (our|the) [\w' ]{1,30}newsletter)?",
+    r"(sign up|subscribe)( (to|for) (our|the) [\w' ]{0,30}newsletter)?",
     r"(abonnez-vous|inscrivez-vous)( à (notre|la) newsletter)?",
     r"newsletter( abonnieren)?",
     r"(suscríbete|suscribirse)( a (nuestro|nuestra) (boletín|newsletter))?",
