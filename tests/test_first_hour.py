@@ -416,3 +416,20 @@ async def test_a_date_from_the_page_keeps_its_time(tmp_path, serve, worker_pool)
     await run_pass(config, worker_pool)
     (record,) = read_records(tmp_path / "out")
     assert record["published_at"] == "2024-11-04T07:15:00Z"
+
+
+async def test_a_daemon_killed_with_9_leaves_no_leaked_semaphore_warning(tmp_path, serve):
+    site = SlowPages(count=2, delay=0.0)
+    site.base = await serve(site.app)
+    config = config_file(tmp_path, f"{site.base}/feed.xml")
+    process = await run_cli("run", "--config", str(config))
+    try:
+        deadline = time.monotonic() + 30
+        while len(read_records(tmp_path / "out")) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(read_records(tmp_path / "out")) == 2  # the worker pool has run
+    finally:
+        process.kill()
+    # The stream closes when the last process holding it (the resource tracker) exits.
+    _stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert "leaked" not in stderr.decode(), stderr.decode()[-2000:]

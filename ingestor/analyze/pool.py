@@ -73,6 +73,19 @@ def default_workers() -> int:
     )
 
 
+# multiprocessing's resource tracker outlives a daemon killed with -9, removes the pool's
+# semaphores, and warns about them ("There appear to be 2 leaked semaphore objects"): the
+# clean-up is right, the warning is noise the next start seems to print. The tracker
+# takes the interpreter's -W options from sys.warnoptions when it is spawned.
+_TRACKER_WARNING = "ignore:resource_tracker:UserWarning"
+
+
+def quiet_resource_tracker() -> None:
+    """Silence the resource tracker's leak warning (before the tracker starts)."""
+    if _TRACKER_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_WARNING)
+
+
 class WorkerPool:
     """An asyncio face on a pebble ProcessPool."""
 
@@ -83,6 +96,7 @@ class WorkerPool:
         self.workers = workers or default_workers()
         self.task_timeout = task_timeout
         keep_entry_script_out_of_workers()
+        quiet_resource_tracker()
         context = multiprocessing.get_context("forkserver")
         # The fork server imports these once; every worker forked from it starts warm.
         context.set_forkserver_preload(["ingestor.analyze.jobs", "ingestor.analyze.warmup"])
