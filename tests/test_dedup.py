@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 from ingestor.analyze.fingerprint import content_hash, fingerprint, scheme_id, similarity
 from ingestor.core.dedup import judge_duplicate, new_entries, updated_entries
 from ingestor.core.entry import FeedEntry
-from ingestor.core.state import NearCandidate
+from ingestor.core.state import EntryVersion, NearCandidate
 from tests.conftest import LOREM_EN
 
 STORY = "\n\n".join(LOREM_EN)
@@ -130,10 +131,17 @@ def test_new_entries_keeps_first_occurrence_of_unseen_keys():
     assert [e.key for e in new_entries(entries, {"a", "c"})] == ["a", "c"]
 
 
-def test_updated_entries_need_a_later_updated_time():
+def test_updated_entries_need_a_later_date_or_other_text():
     entries = [entry("a", 2000.0), entry("b", 1000.0), entry("c", None)]
-    known = {"a": 1000.0, "b": 1000.0, "c": 1000.0}
+    same = {e.key: e.text_digest for e in entries}
+    known = {k: EntryVersion(1000.0, same[k]) for k in "abc"}
     assert [e.key for e in updated_entries(entries, known)] == ["a"]
+    # The same date, other text: an update in every format (RSS 2.0 has no <updated>).
+    edited = [replace(e, summary="Corrected: the bridge opens in May.") for e in entries]
+    assert [e.key for e in updated_entries(edited, known)] == ["a", "b", "c"]
+    # Recorded before digests were kept: judged by its date alone.
+    legacy = {k: EntryVersion(1000.0, None) for k in "abc"}
+    assert [e.key for e in updated_entries(edited, legacy)] == ["a"]
 
 
 def test_cjk_text_is_shingled_by_character():

@@ -324,10 +324,10 @@ async def test_an_rss_item_whose_pubdate_moves_forward_is_an_update(tmp_path, se
     from tests.conftest import make_config, rss
     from tests.test_pipeline import run_pass
 
-    state = {"pubDate": "Mon, 04 Nov 2024 08:00:00 GMT", "story": 70}
+    state = {"pubDate": "Mon, 04 Nov 2024 08:00:00 GMT", "story": 70, "title": "Budget"}
 
     async def feed(_request: web.Request) -> web.Response:
-        item = {"title": "Budget", "link": f"{base}/a/budget.html", "guid": "b1"}
+        item = {"title": state["title"], "link": f"{base}/a/budget.html", "guid": "b1"}
         body = rss([{**item, "pubDate": state["pubDate"]}])
         return web.Response(body=body, content_type="application/rss+xml")
 
@@ -348,6 +348,12 @@ async def test_an_rss_item_whose_pubdate_moves_forward_is_an_update(tmp_path, se
     (record,) = read_records(tmp_path / "out")
     assert record["id"] == first["id"] and record["text"] != first["text"]
     assert record["updated_at"] is not None
+    assert pipeline.metrics.count("articles_updated") == 1
+    # Edited again, the date left as it was: the item's text changed, so it is checked.
+    state.update(story=72, title="Budget: the council's final vote")
+    _summary, pipeline = await run_pass(config, worker_pool)
+    (again,) = read_records(tmp_path / "out")
+    assert again["text"] != record["text"] and again["text"].startswith(distinct_story(72)[0])
     assert pipeline.metrics.count("articles_updated") == 1
 
 

@@ -124,7 +124,12 @@ async def test_a_second_start_against_the_same_database_keeps_the_schema(pg_url)
     assert (await again.load_feeds())["f"].etag == '"e"'
     await again.close()
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT version FROM ingestor_schema").fetchall() == [(1,), (2,), (3,)]
+        assert conn.execute("SELECT version FROM ingestor_schema").fetchall() == [
+            (1,),
+            (2,),
+            (3,),
+            (4,),
+        ]
 
 
 async def test_the_shared_schedule_gives_each_due_feed_to_one_instance(fleet):

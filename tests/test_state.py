@@ -9,7 +9,7 @@ from ingestor.store.sqlite import SQLiteStateStore
 
 
 async def unseen(store, feed_id, keys):
-    return set(keys) - set(await store.entry_updated_times(feed_id, keys))
+    return set(keys) - set(await store.entry_versions(feed_id, keys))
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ingestor.analyze.fingerprint import similarity
 from ingestor.core.entry import FeedEntry
-from ingestor.core.state import NearCandidate
+from ingestor.core.state import EntryVersion, NearCandidate
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,23 @@ def republished_entries(entries: Iterable[FeedEntry], known_keys: set[str]) -> l
 
 
 def updated_entries(
-    entries: Iterable[FeedEntry], known_updated: dict[str, float | None]
+    entries: Iterable[FeedEntry], known: Mapping[str, EntryVersion]
 ) -> list[FeedEntry]:
-    """Known entries whose date moved forward (`FeedEntry.version_time`): candidates for
-    re-emission."""
-    result = []
-    for entry in entries:
-        moment = entry.version_time
-        if entry.key not in known_updated or moment is None:
-            continue
-        before = known_updated[entry.key]
-        if before is not None and moment.timestamp() > before + 1:
-            result.append(entry)
-    return result
+    """Known entries that changed, in any format: a later date (`FeedEntry.version_time`)
+    or other text than the feed gave before (`FeedEntry.text_digest`): candidates for
+    re-emission. An entry recorded before its digest was kept is judged by its date."""
+    return [
+        entry
+        for entry in entries
+        if (before := known.get(entry.key)) is not None and entry_changed(entry, before)
+    ]
+
+
+def entry_changed(entry: FeedEntry, before: EntryVersion) -> bool:
+    moment = entry.version_stamp
+    if moment is not None and before.updated is not None and moment > before.updated + 1:
+        return True
+    return before.digest is not None and entry.text_digest != before.digest
 
 
 def changed_substantially(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +47,14 @@ class FeedEntry:
     def version_stamp(self) -> float | None:
         moment = self.version_time
         return moment.timestamp() if moment is not None else None
+
+    @property
+    def text_digest(self) -> str:
+        """A digest of what the feed says of the entry (title, summary, content, white
+        space folded): another one than seen before makes it an update candidate too."""
+        parts = (self.title, self.summary or "", self.content or "")
+        folded = "\x00".join(" ".join(part.split()) for part in parts)
+        return hashlib.sha256(folded.encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)

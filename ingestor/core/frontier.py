@@ -50,6 +50,7 @@ class NewItem:
     is_update: bool
     enqueued_at: float
     entry_updated: float | None
+    entry_digest: str | None = None  # FeedEntry.text_digest, kept with the entry's key
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def plan_items(
                 is_update=is_update,
                 enqueued_at=now,
                 entry_updated=entry.version_stamp,
+                entry_digest=entry.text_digest,
             )
         )
     return items

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ingestor.core.frontier import FrontierItem, NewItem
 from ingestor.core.journal import JournalChange, JournalEntry, JournalOp
+
+
+class EntryVersion(NamedTuple):
+    """What the state keeps of an entry a feed produced: its date (FeedEntry.version_stamp)
+    and text digest (FeedEntry.text_digest); None where they were never recorded."""
+
+    updated: float | None
+    digest: str | None
 
 
 @dataclass(frozen=True)

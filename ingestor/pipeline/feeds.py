@@ -191,7 +191,7 @@ class FeedPoller(UsesParts):
     ) -> list[NewItem]:
         keys = [e.key for e in parsed.entries]
         aliases = [a for e in parsed.entries for a in e.aliases]
-        known = await self.store.entry_updated_times(feed.feed_id, keys + aliases)
+        known = await self.store.entry_versions(feed.feed_id, keys + aliases)
         republished = republished_entries(parsed.entries, set(known))
         unseen = set(keys) - set(known) - {e.key for e in republished}
         fresh = new_entries(parsed.entries, unseen)

@@ -21,8 +21,8 @@ TABLES: tuple[tuple[str, str, str], ...] = (
     ("feeds", "SELECT feed_id, data, next_due FROM feeds", "feed_id, data, next_due"),
     (
         "entries",
-        "SELECT feed_id, entry_key, seen_at, record_id, entry_updated FROM entries",
-        "feed_id, entry_key, seen_at, record_id, entry_updated",
+        "SELECT feed_id, entry_key, seen_at, record_id, entry_updated, entry_digest FROM entries",
+        "feed_id, entry_key, seen_at, record_id, entry_updated, entry_digest",
     ),
     (
         "records",

@@ -16,6 +16,7 @@ from ingestor.core.state import (
     ArticlePrep,
     CommitItem,
     DedupQuery,
+    EntryVersion,
     FeedState,
     NearCandidate,
     RecordFiles,
@@ -178,20 +179,18 @@ class PostgresStateStore(PostgresFrontier):
         if ids:
             await self._fetch("DELETE FROM feeds WHERE feed_id = ANY(%s)", (ids,))
 
-    async def entry_updated_times(
-        self, feed_id: str, keys: Sequence[str]
-    ) -> dict[str, float | None]:
+    async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
         if not keys:
             return {}
         rows = await self._fetch(
-            "SELECT entry_key, entry_updated FROM entries WHERE feed_id = %s "
+            "SELECT entry_key, entry_updated, entry_digest FROM entries WHERE feed_id = %s "
             "AND entry_key = ANY(%s)",
             (feed_id, list(dict.fromkeys(keys))),
         )
-        return {key: updated for key, updated in rows}
+        return {key: EntryVersion(updated, digest) for key, updated, digest in rows}
 
     async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None:
-        rows = [(feed_id, key, now, None, None) for key in keys]
+        rows = [(feed_id, key, now, None, None, None) for key in keys]
 
         async def mark(conn: psycopg.AsyncConnection) -> None:
             async with conn.cursor() as cursor:
@@ -240,6 +239,7 @@ class PostgresStateStore(PostgresFrontier):
                     item.committed_at,
                     item.record_id,
                     item.entry_updated,
+                    None,
                 ),
             )
 

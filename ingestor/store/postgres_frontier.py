@@ -134,7 +134,8 @@ class PostgresFrontier(PostgresConnection):
             for i in commit.items
         ]
         seen = [
-            (i.feed_id, i.entry_key, i.enqueued_at, None, i.entry_updated) for i in commit.items
+            (i.feed_id, i.entry_key, i.enqueued_at, None, i.entry_updated, i.entry_digest)
+            for i in commit.items
         ]
 
         async def save(conn: psycopg.AsyncConnection) -> None:

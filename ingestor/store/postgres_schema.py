@@ -16,7 +16,7 @@ from ingestor.store.postgres_functions import FUNCTIONS
 # The advisory lock key under which the schema is created or migrated ("ingestor").
 MIGRATION_LOCK = 0x696E6765
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -140,6 +140,10 @@ DROP FUNCTION IF EXISTS ingestor_commit_article(
     3: """
 CREATE TABLE ingestor_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO ingestor_meta VALUES ('state_id', replace(gen_random_uuid()::text, '-', ''));
+""",
+    # What the feed said of an entry (FeedEntry.text_digest): a change is an update.
+    4: """
+ALTER TABLE entries ADD COLUMN entry_digest TEXT;
 """,
 }
 

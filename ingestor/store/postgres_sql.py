@@ -9,10 +9,12 @@ import psycopg
 from ingestor.core.state import CommitItem
 
 ENTRY_SEEN = (
-    "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
-    "seen_at = excluded.seen_at, record_id = coalesce(excluded.record_id, entries.record_id), "
-    "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated)"
+    "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated, "
+    "entry_digest) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (feed_id, entry_key) DO UPDATE "
+    "SET seen_at = excluded.seen_at, "
+    "record_id = coalesce(excluded.record_id, entries.record_id), "
+    "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated), "
+    "entry_digest = coalesce(excluded.entry_digest, entries.entry_digest)"
 )
 
 HOST_WAIT = (

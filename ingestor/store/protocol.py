@@ -14,6 +14,7 @@ from ingestor.core.state import (
     ClaimResult,
     CommitItem,
     DedupQuery,
+    EntryVersion,
     FeedClaims,
     FeedState,
     FrontierSummary,
@@ -59,9 +60,9 @@ class StateStore(Protocol):
 
     async def delete_feeds(self, feed_ids: Iterable[str]) -> None: ...
 
-    async def entry_updated_times(
-        self, feed_id: str, keys: Sequence[str]
-    ) -> dict[str, float | None]: ...
+    async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
+        """The keys among `keys` this feed produced before, with what is known of them."""
+        ...
 
     async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None: ...
 

@@ -9,6 +9,7 @@ from ingestor.core.journal import JournalChange, JournalEntry
 from ingestor.core.state import (
     CommitItem,
     DedupQuery,
+    EntryVersion,
     FeedState,
     NearCandidate,
     RecordFiles,
@@ -60,27 +61,25 @@ class SQLiteStateStore(SQLiteFrontier):
         if ids:
             await self._run(self._transaction, delete)
 
-    async def entry_updated_times(
-        self, feed_id: str, keys: Sequence[str]
-    ) -> dict[str, float | None]:
-        def lookup() -> dict[str, float | None]:
-            found: dict[str, float | None] = {}
+    async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
+        def lookup() -> dict[str, EntryVersion]:
+            found: dict[str, EntryVersion] = {}
             unique = list(dict.fromkeys(keys))
             for start in range(0, len(unique), BATCH):
                 batch = unique[start : start + BATCH]
                 marks = ",".join("?" * len(batch))
-                for key, updated in self.conn.execute(
-                    f"SELECT entry_key, entry_updated FROM entries "
+                for key, updated, digest in self.conn.execute(
+                    f"SELECT entry_key, entry_updated, entry_digest FROM entries "
                     f"WHERE feed_id = ? AND entry_key IN ({marks})",
                     (feed_id, *batch),
                 ):
-                    found[key] = updated
+                    found[key] = EntryVersion(updated, digest)
             return found
 
         return await self._run(lookup)
 
     async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None:
-        rows = [(feed_id, key, now, None, None) for key in keys]
+        rows = [(feed_id, key, now, None, None, None) for key in keys]
 
         def mark(conn: sqlite3.Connection) -> None:
             conn.executemany(ENTRY_SEEN, rows)
@@ -154,6 +153,7 @@ class SQLiteStateStore(SQLiteFrontier):
                     item.committed_at,
                     item.record_id,
                     item.entry_updated,
+                    None,
                 ),
             )
 

@@ -103,7 +103,8 @@ class SQLiteFrontier(SQLiteConnection):
             for i in commit.items
         ]
         seen = [
-            (i.feed_id, i.entry_key, i.enqueued_at, None, i.entry_updated) for i in commit.items
+            (i.feed_id, i.entry_key, i.enqueued_at, None, i.entry_updated, i.entry_digest)
+            for i in commit.items
         ]
 
         def save(conn: sqlite3.Connection) -> None:
@@ -246,6 +247,7 @@ class SQLiteFrontier(SQLiteConnection):
                 commit.committed_at,
                 record_id,
                 commit.entry_updated,
+                None,
             ),
         )
         conn.execute("DELETE FROM frontier WHERE item_id = ?", (commit.item_id,))

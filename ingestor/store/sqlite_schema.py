@@ -16,7 +16,7 @@ from ingestor.core.state import CommitItem, FeedState, RecordRef
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
 # 3: content claims (the first record with a body hash owns it). 4: the change journal
 # and records.deleted_at (output.retention).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 BATCH = 500
 
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS entries (
     seen_at REAL NOT NULL,
     record_id TEXT,
     entry_updated REAL,
+    entry_digest TEXT,
     PRIMARY KEY (feed_id, entry_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_seen_at ON entries (seen_at);
@@ -114,10 +115,11 @@ RETENTION_INDEX = (
 )
 
 ENTRY_SEEN = (
-    "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
+    "INSERT INTO entries (feed_id, entry_key, seen_at, record_id, entry_updated, "
+    "entry_digest) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (feed_id, entry_key) DO UPDATE SET "
     "seen_at = excluded.seen_at, record_id = coalesce(excluded.record_id, entries.record_id), "
-    "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated)"
+    "entry_updated = coalesce(excluded.entry_updated, entries.entry_updated), "
+    "entry_digest = coalesce(excluded.entry_digest, entries.entry_digest)"
 )
 
 HOST_WAIT = (
