@@ -212,6 +212,7 @@ async def test_a_feeds_retry_after_sets_its_next_poll_and_is_no_failure(
     assert state.error_count == 0 and "503" in (state.last_error or "")
     (row,) = feed_rows(config, states)
     assert "WAITING" in render_table([row]) and "FAILING" not in render_table([row])
+    assert "due because:  the server asked to wait until then (Retry-After)" in render_table([row])
 
 
 async def test_a_429_http_date_from_a_server_with_a_slow_clock_is_honoured(

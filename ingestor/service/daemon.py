@@ -101,7 +101,6 @@ class Daemon:
             if pipeline.store.shared:
                 # The schedule lives in the shared state; each instance claims what is due.
                 await self._register(self.feeds.values(), now, spread)
-            self._log_first_polls(pipeline, now)
             self.metrics.gauges["feeds_scheduled"] = lambda: float(len(self.feeds))
             self.metrics.gauges["feeds_polling"] = lambda: float(len(self._running))
             if self.config.metrics.enabled:
@@ -148,6 +147,7 @@ class Daemon:
                 self.config.state.where,
                 self.metrics.instance,
             )
+            self._log_first_polls(pipeline, now)
             self._dispatch_due()
             try:
                 await self._stopping.wait()
