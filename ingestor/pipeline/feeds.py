@@ -1,13 +1,16 @@
 """Polling one feed: fetch with its validators, parse in a worker, queue its new entries in
 the frontier with the feed's new state in one store commit. Articles never block a poll.
+Every change to the feed's state is decided in core.poll_decider; this module only calls.
 
 poll_feed(feed):
-    skip if disabled (410) or the server asked us to wait      (core.polling decides)
-    response = fetch feed with stored validators               # 304: done, nothing parsed
-    if body hash == last body hash: done                        # unchanged: nothing parsed
-    parsed = parse in a worker process
-    items = frontier.plan_items(entries this feed never produced, or updated ones)
-    store.commit_poll(feed state + validators + items)          # one transaction
+    gate = poll_decider.gate(feed, state)       # disabled (410)? must it wait? -> skip
+    response = fetch feed with stored validators        # error -> poll_decider.failed
+    state = poll_decider.fetched(response)              # moved (301), fresh until
+    304, or body hash == last body hash -> poll_decider.not_modified, commit
+    parsed = parse in a worker process                  # error -> poll_decider.failed
+    items = frontier.plan_items(entries this feed never produced, or changed ones)
+    state = poll_decider.polled_ok(validators, metadata, entry dates, items)
+    store.commit_poll(feed state + items)               # one transaction
     dispatcher.add(items' hosts)
 """
 
@@ -21,24 +24,21 @@ from collections.abc import Sequence
 
 from ingestor.analyze.jobs import parse_feed_job
 from ingestor.config.model import FeedConfig
-from ingestor.core import frontier, schedule
+from ingestor.core import frontier, poll_decider, schedule
 from ingestor.core.dedup import new_entries, republished_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
 from ingestor.core.payload import feed_settings
-from ingestor.core.polling import feed_fingerprint, with_meta
-from ingestor.core.state import FeedState, HostWait, PollCommit, evolve
+from ingestor.core.poll_decider import Gate
+from ingestor.core.polling import with_meta
+from ingestor.core.state import FeedState, HostWait, PollCommit
 from ingestor.core.urls import host_key
 from ingestor.errors import (
     FetchError,
-    GoneError,
     IngestorError,
     ParseError,
-    RateLimitedError,
-    RetryLater,
     WorkerError,
 )
-from ingestor.http.fetcher import FetchResult
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.parts import Parts, UsesParts
@@ -107,23 +107,19 @@ class FeedPoller(UsesParts):
             await self.store.release_feeds([feed.feed_id], retry_at or later)
 
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
-        state = self.state_of(feed)
         now = time.time()
-        if state.disabled_reason:
-            if state.disabled_config == feed_fingerprint(feed):
-                return PollOutcome(feed.feed_id, PollStatus.DISABLED, error=state.disabled_reason)
+        decision = poll_decider.gate(feed, self.state_of(feed), now, force, after_wait)
+        state = decision.state
+        if decision.gate is Gate.DISABLED:
+            return PollOutcome(feed.feed_id, PollStatus.DISABLED, error=state.disabled_reason)
+        if decision.reenabled_from:
             log.info(
                 "feed %s: configuration changed, re-enabling (was: %s)",
                 feed.url,
-                state.disabled_reason,
+                decision.reenabled_from,
             )
-            state = evolve(state, disabled_reason=None, disabled_config=None, error_count=0)
-        waiting = schedule.blocked_until(state, now, after_wait) if force else 0.0
-        if waiting > now:
-            # Only a server's Retry-After invites a poll right after it; a Cache-Control
-            # lifetime or the error backoff mean "not in this pass".
-            retry_at = waiting if waiting <= state.not_before else None
-            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=retry_at)
+        if decision.gate is Gate.WAITING:
+            return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=decision.retry_at)
         host_wait = self.fetcher.limiter.not_before(host_key(state.url))
         if host_wait > now:
             return PollOutcome(feed.feed_id, PollStatus.SKIPPED, retry_at=host_wait)
@@ -137,24 +133,33 @@ class FeedPoller(UsesParts):
             return await self._feed_failed(feed, state, exc)
         finally:
             self.metrics.observe("fetch_feed", time.perf_counter() - started)
-        state = self._note_redirect(feed, state, response)
-        state = evolve(state, last_fetch_at=now, fresh_until=now + (response.max_age or 0.0))
+        moved_from = state.url
+        state = poll_decider.fetched(state, now, response.permanent_url, response.max_age)
+        if state.url != moved_from:
+            log.warning(
+                "feed %s: moved permanently to %s; polling the new URL from now on "
+                "(the configured URL stays the feed's identity)",
+                feed.url,
+                state.url,
+            )
         if response.not_modified:
             self.metrics.inc("feeds_not_modified")
-            return await self._feed_succeeded(
-                feed, state, PollOutcome(feed.feed_id, PollStatus.NOT_MODIFIED)
-            )
+            state = poll_decider.not_modified(feed, state, self.config.schedule, now, self.rng)
+            return await self._committed(state, PollOutcome(feed.feed_id, PollStatus.NOT_MODIFIED))
         body_hash = hashlib.sha256(response.body).hexdigest()
-        # Validators are stored only with a body that was parsed (or is known unchanged): a
-        # parse that fails for a passing reason (a worker time limit) is redone next poll.
-        validators = {"etag": response.etag, "last_modified": response.last_modified}
         if body_hash == state.body_hash:
             self.metrics.inc("feeds_unchanged")
-            return await self._feed_succeeded(
+            state = poll_decider.not_modified(
                 feed,
-                evolve(state, **validators),
-                PollOutcome(feed.feed_id, PollStatus.UNCHANGED),
+                state,
+                self.config.schedule,
+                now,
+                self.rng,
+                response.etag,
+                response.last_modified,
+                same_body=True,
             )
+            return await self._committed(state, PollOutcome(feed.feed_id, PollStatus.UNCHANGED))
         started = time.perf_counter()
         try:
             parsed, parse_seconds = await self.pool.run(parse_feed_job, response.retrieved())
@@ -166,25 +171,23 @@ class FeedPoller(UsesParts):
             self.metrics.observe("parse_roundtrip", time.perf_counter() - started)
         if parsed.warning:
             log.info("feed %s: %s", feed.url, parsed.warning)
-        state = with_meta(state, parsed.meta)
-        items = await self._new_items(feed, state, parsed, now)
-        times = [
-            e.timestamp()
-            for e in (x.published or x.updated for x in parsed.entries)
-            if e is not None and e.timestamp() <= now + 86400
-        ]
-        state = evolve(
+        items = await self._new_items(feed, with_meta(state, parsed.meta), parsed, now)
+        new, updated = poll_decider.entries_counted([i.is_update for i in items])
+        state = poll_decider.polled_ok(
+            feed,
             state,
-            **validators,
+            self.config.schedule,
+            now,
+            self.rng,
+            meta=parsed.meta,
+            etag=response.etag,
+            last_modified=response.last_modified,
             body_hash=body_hash,
-            recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
-            items=state.items + sum(not i.is_update for i in items),
+            entry_dates=[e.published or e.updated for e in parsed.entries],
+            new_entries=new,
         )
-        updated = sum(i.is_update for i in items)
-        outcome = PollOutcome(
-            feed.feed_id, PollStatus.OK, new_entries=len(items) - updated, updated_entries=updated
-        )
-        return await self._feed_succeeded(feed, state, outcome, items)
+        outcome = PollOutcome(feed.feed_id, PollStatus.OK, new_entries=new, updated_entries=updated)
+        return await self._committed(state, outcome, items)
 
     async def _new_items(
         self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float
@@ -209,19 +212,6 @@ class FeedPoller(UsesParts):
             settings=feed_settings(feed),
         )
 
-    def _note_redirect(
-        self, feed: FeedConfig, state: FeedState, response: FetchResult
-    ) -> FeedState:
-        if response.permanent_url and response.permanent_url != state.url:
-            log.warning(
-                "feed %s: moved permanently to %s; polling the new URL from now on "
-                "(the configured URL stays the feed's identity)",
-                feed.url,
-                response.permanent_url,
-            )
-            return evolve(state, effective_url=response.permanent_url)
-        return state
-
     async def _commit_poll(
         self,
         state: FeedState,
@@ -233,18 +223,9 @@ class FeedPoller(UsesParts):
         if items:
             self.dispatcher.add(frontier.earliest_by_host(items))
 
-    async def _feed_succeeded(
-        self,
-        feed: FeedConfig,
-        state: FeedState,
-        outcome: PollOutcome,
-        items: Sequence[NewItem] = (),
+    async def _committed(
+        self, state: FeedState, outcome: PollOutcome, items: Sequence[NewItem] = ()
     ) -> PollOutcome:
-        now = time.time()
-        state = evolve(state, error_count=0, last_error=None, last_success_at=now)
-        state = evolve(
-            state, next_due=schedule.next_due(feed, state, self.config.schedule, now, self.rng)
-        )
         await self._commit_poll(state, items)
         return outcome
 
@@ -252,60 +233,28 @@ class FeedPoller(UsesParts):
         self, feed: FeedConfig, state: FeedState, exc: IngestorError
     ) -> PollOutcome:
         now = time.time()
-        kind = exc.kind
-        self.metrics.inc("feed_errors", kind)
-        message = str(exc)
-        # A server that said when to come back (Retry-After) set a date, not a failure
-        # streak: the error backoff grows only for failures without a stated time.
-        server_wait = exc.not_before if isinstance(exc, RetryLater) and exc.not_before else None
-        state = evolve(
-            state,
-            error_count=state.error_count if server_wait else state.error_count + 1,
-            last_error=message,
-            last_error_at=now,
-            last_fetch_at=now,
-        )
+        self.metrics.inc("feed_errors", exc.kind)
+        failure = poll_decider.failed(feed, state, exc, self.config.schedule, now, self.rng)
+        state = failure.state
+        # The error's own text names the URL it failed on; the log line names the feed.
         where = exc.url or feed.url
         detail = exc.reason if where == feed.url else f"{where}: {exc.reason}"
-        if isinstance(exc, GoneError):
-            state = evolve(
-                state,
-                disabled_reason=f"410 Gone at {exc.url}; disabled until the "
-                "feed's configuration changes",
-                disabled_config=feed_fingerprint(feed),
-            )
+        if failure.disabled:
             log.error("feed %s: %s", feed.url, state.disabled_reason)
-        elif server_wait is not None:
+        elif failure.server_wait is not None:
             log.info(
                 "feed %s: %s; polled again in %.0fs, as the server asked",
                 feed.url,
                 detail,
-                max(server_wait - now, 0.0),
+                max(failure.server_wait - now, 0.0),
             )
         else:
-            # The error's own text names the URL it failed on; the log line names the feed.
             log.warning("feed %s: %s (failure %d in a row)", feed.url, detail, state.error_count)
-        host_wait = None
-        if server_wait is not None:
-            state = evolve(state, not_before=server_wait)
-            if isinstance(exc, RateLimitedError):
-                host_wait = HostWait(host_key(exc.url), server_wait, exc.reason)
-        state = evolve(
-            state,
-            next_due=schedule.next_due(
-                feed,
-                state,
-                self.config.schedule,
-                now,
-                self.rng,
-                failed=True,
-                server_wait=server_wait,
-            ),
-        )
-        await self._commit_poll(state, host_wait=host_wait)
+        await self._commit_poll(state, host_wait=failure.host_wait)
+        message = str(exc)
         return PollOutcome(
             feed.feed_id,
             PollStatus.FAILED,
             error=f"{feed.url}: {message}" if not message.startswith(feed.url) else message,
-            retry_at=server_wait,
+            retry_at=failure.server_wait,
         )
