@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import devset
 from bench.corpus import TEMPLATES, Story, render_page, stories
 from ingestor.analyze.extract import choose_body, extract_page
-from ingestor.analyze.fingerprint import fingerprint, scheme_id, similarity
+from ingestor.analyze.fingerprint import fingerprint, scheme_id
 from ingestor.config.model import DedupConfig
 from ingestor.core.analysis import Fingerprint
-from ingestor.core.dedup import judge_duplicate
+from ingestor.core.dedup import judge_duplicate, similarity
 from ingestor.core.state import CommitItem
 from ingestor.store.sqlite import SQLiteStateStore
 

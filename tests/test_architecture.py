@@ -10,7 +10,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ingestor"
 
 # layer -> the layers (and third-party I/O packages) it must not import
 FORBIDDEN = {
-    "core": {"http", "store", "sink", "service", "pipeline", "aiohttp", "sqlite3", "psycopg"},
+    "core": {
+        "http",
+        "store",
+        "sink",
+        "service",
+        "pipeline",
+        "analyze",
+        "parse",
+        "aiohttp",
+        "sqlite3",
+        "psycopg",
+    },
     "parse": {"http", "store", "sink", "service", "pipeline", "analyze", "aiohttp", "sqlite3"},
     "analyze": {"http", "store", "sink", "service", "pipeline", "aiohttp", "sqlite3"},
     "http": {"store", "sink", "service", "pipeline", "analyze", "parse", "sqlite3"},

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from ingestor.analyze.fingerprint import content_hash, fingerprint, scheme_id, similarity
-from ingestor.core.dedup import judge_duplicate, new_entries, updated_entries
+from ingestor.analyze.fingerprint import content_hash, fingerprint, scheme_id
+from ingestor.core.dedup import judge_duplicate, new_entries, similarity, updated_entries
 from ingestor.core.entry import FeedEntry
 from ingestor.core.state import EntryVersion, NearCandidate
 from tests.conftest import LOREM_EN

@@ -8,7 +8,6 @@ import hashlib
 import re
 import struct
 import zlib
-from array import array
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import TYPE_CHECKING
@@ -244,11 +243,3 @@ def band_keys(values: np.ndarray, num_perm: int, threshold: float) -> tuple[int,
         digest = hashlib.blake2b(struct.pack("<H", band) + chunk, digest_size=8).digest()
         keys.append(int.from_bytes(digest, "little") >> 1)
     return tuple(keys)
-
-
-def similarity(a: bytes, b: bytes) -> float:
-    """Estimated Jaccard similarity of two signatures of the same scheme."""
-    if len(a) != len(b) or not a or len(a) % 4:
-        return 0.0
-    left, right = array("I", a), array("I", b)  # uint32, little-endian on every platform
-    return sum(x == y for x, y in zip(left, right, strict=True)) / len(left)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ingestor.analyze.fingerprint import similarity
 from ingestor.core.entry import FeedEntry
 from ingestor.core.state import EntryVersion, NearCandidate
 
@@ -22,6 +22,15 @@ class DuplicateVerdict:
 
 
 NOT_DUPLICATE = DuplicateVerdict()
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two MinHash signatures of the same scheme
+    (analyze.fingerprint makes them: uint32 values, little-endian)."""
+    if len(a) != len(b) or not a or len(a) % 4:
+        return 0.0
+    left, right = array("I", a), array("I", b)  # uint32, little-endian on every platform
+    return sum(x == y for x, y in zip(left, right, strict=True)) / len(left)
 
 
 def judge_duplicate(

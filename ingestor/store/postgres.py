@@ -24,18 +24,18 @@ from ingestor.core.state import (
     Settlement,
     StagedFile,
 )
-from ingestor.store.postgres_frontier import PostgresFrontier
-from ingestor.store.postgres_sql import (
-    ENTRY_SEEN,
-    RECORD_BY,
-    write_record,
-)
-from ingestor.store.sqlite_schema import (
+from ingestor.store.codec import (
     JOURNAL_COLUMNS,
     feed_from_json,
     feed_to_json,
     journal_entry,
     record_ref,
+)
+from ingestor.store.postgres_frontier import PostgresFrontier
+from ingestor.store.postgres_sql import (
+    ENTRY_SEEN,
+    RECORD_BY,
+    write_record,
 )
 
 

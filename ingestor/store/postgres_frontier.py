@@ -21,9 +21,9 @@ from ingestor.core.state import (
     PollCommit,
 )
 from ingestor.core.urls import host_key
+from ingestor.store.codec import feed_from_json, feed_to_json, frontier_item
 from ingestor.store.postgres_base import PostgresConnection
 from ingestor.store.postgres_sql import ENTRY_SEEN, HOST_WAIT, SAVE_FEED
-from ingestor.store.sqlite_schema import feed_from_json, feed_to_json, frontier_item
 
 
 class PostgresFrontier(PostgresConnection):

@@ -15,18 +15,20 @@ from ingestor.core.state import (
     RecordFiles,
     RecordRef,
 )
-from ingestor.store.sqlite_frontier import SQLiteFrontier
-from ingestor.store.sqlite_schema import (
-    BATCH,
-    ENTRY_SEEN,
+from ingestor.store.codec import (
     JOURNAL_COLUMNS,
-    RECORD_BY,
-    SAVE_FEED,
-    append_journal,
     feed_from_json,
     feed_to_json,
     journal_entry,
     record_ref,
+)
+from ingestor.store.sqlite_frontier import SQLiteFrontier
+from ingestor.store.sqlite_schema import (
+    BATCH,
+    ENTRY_SEEN,
+    RECORD_BY,
+    SAVE_FEED,
+    append_journal,
     write_record,
 )
 

@@ -22,12 +22,7 @@ from typing import Any, TypeVar
 
 from ingestor.core.state import NearCandidate, RecordFiles
 from ingestor.errors import StateError
-from ingestor.store.sqlite_schema import (
-    RECOVERY_HINT,
-    RETENTION_INDEX,
-    SCHEMA,
-    SCHEMA_VERSION,
-)
+from ingestor.store.sqlite_schema import RECOVERY_HINT, RETENTION_INDEX, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
 

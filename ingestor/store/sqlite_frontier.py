@@ -23,6 +23,7 @@ from ingestor.core.state import (
     RecordFiles,
     Settlement,
 )
+from ingestor.store.codec import feed_from_json, feed_to_json, frontier_item, record_ref
 from ingestor.store.sqlite_base import SQLiteConnection
 from ingestor.store.sqlite_schema import (
     BATCH,
@@ -32,10 +33,6 @@ from ingestor.store.sqlite_schema import (
     RECORD_BY,
     SAVE_FEED,
     append_journal,
-    feed_from_json,
-    feed_to_json,
-    frontier_item,
-    record_ref,
     register_fingerprint,
     release_reservation,
     write_record,
