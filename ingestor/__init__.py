@@ -15,7 +15,9 @@ Data flows one way; each folder is a layer and may import only the layers below 
     core/      pure decisions and the plain data they work on: schedule, dedup,
                frontier rules, record assembly, URLs; no I/O of any kind
 
-errors.py (the exception hierarchy) and config.py (the configuration) are used by all.
+errors.py (the exception hierarchy) and config/ (the configuration: its model, values and
+loader) are used by all. ARCHITECTURE.md follows one feed URL through the layers to a
+record and a journal line.
 """
 
 __version__ = "0.1.0"

@@ -1,9 +1,6 @@
-"""The process pool for CPU-bound work (feed parsing, extraction, language, fingerprints).
-
-trafilatura and feedparser hold the GIL, so they run in worker processes: a pebble pool
-with a hard per-task time limit; a worker that hangs or crashes is replaced and only its
-one document fails. Workers die with the daemon (PR_SET_PDEATHSIG), even on SIGKILL.
-"""
+"""The jobs the worker processes run (see pool.py for the pool): parse a fetched feed,
+and analyze an article (decode, extract the body, detect the language, fingerprint) in one
+round trip. Plain data in, plain data out: nothing here touches the network or a store."""
 
 from __future__ import annotations
 
@@ -27,8 +24,8 @@ class ArticleJob:
     page: bytes | None
     title: str
     feed_content: str | None
-    charset: str | None = None
-    feed_summary: str | None = None  # from the Content-Type header, if any
+    charset: str | None = None  # from the Content-Type header, if any
+    feed_summary: str | None = None
     language_hints: tuple[str | None, ...] = ()
     use_json_ld: bool = True
     fast: bool = False

@@ -1,4 +1,6 @@
-"""The state store interface (backend-neutral, async) and the plain data it keeps."""
+"""The plain data the state store keeps and exchanges: a feed's state, what a poll or an
+article commits, claims and summaries. The store interface itself is
+ingestor/store/protocol.py."""
 
 from __future__ import annotations
 
