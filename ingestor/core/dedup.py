@@ -7,13 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ingestor.core.entry import FeedEntry
-from ingestor.core.state import EntryVersion, NearCandidate
+from ingestor.core.state import DuplicateKind, EntryVersion, NearCandidate
 
 
 @dataclass(frozen=True)
 class DuplicateVerdict:
     duplicate_of: str | None = None
-    kind: str | None = None  # "exact" | "near"
+    kind: DuplicateKind | None = None
     similarity: float | None = None
 
     @property
@@ -47,7 +47,7 @@ def judge_duplicate(
     relative to the union) is not a duplicate.
     """
     if exact_match is not None:
-        return DuplicateVerdict(exact_match, "exact", 1.0)
+        return DuplicateVerdict(exact_match, DuplicateKind.EXACT, 1.0)
     if signature is None:
         return NOT_DUPLICATE
     # A candidate of the previous MinHash scheme is compared with the body in that scheme.
@@ -61,7 +61,7 @@ def judge_duplicate(
     if not matches:
         return NOT_DUPLICATE
     _ingested, record_id, score = min(matches)
-    return DuplicateVerdict(record_id, "near", round(score, 4))
+    return DuplicateVerdict(record_id, DuplicateKind.NEAR, round(score, 4))
 
 
 def new_entries(entries: Iterable[FeedEntry], unseen_keys: set[str]) -> list[FeedEntry]:

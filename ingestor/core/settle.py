@@ -20,7 +20,14 @@ from ingestor.core.dedup import (
 )
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.record import Record
-from ingestor.core.state import ArticleCommit, ArticlePrep, CommitItem, Settlement
+from ingestor.core.state import (
+    ArticleCommit,
+    ArticlePrep,
+    CommitItem,
+    DuplicateKind,
+    Settlement,
+    SettleOutcome,
+)
 from ingestor.core.urls import record_id
 
 
@@ -52,27 +59,27 @@ def decide_article(
     if existing is not None and existing.done:
         if existing.deleted:
             # output.retention removed it: an old article's late edit does not bring it back.
-            return Settlement(article_commit(item, seen=rid), "unchanged")
+            return Settlement(article_commit(item, seen=rid), SettleOutcome.UNCHANGED)
         if not item.is_update:
             # The page's rel=canonical named an article written already.
-            return Settlement(article_commit(item, seen=rid), "url_duplicate")
+            return Settlement(article_commit(item, seen=rid), SettleOutcome.URL_DUPLICATE)
         if existing.content_hash == prints.content_hash or not changed_substantially(
             prep.old_signature, prints.signature, dedup.update_threshold
         ):
-            return Settlement(article_commit(item, seen=rid), "unchanged")
+            return Settlement(article_commit(item, seen=rid), SettleOutcome.UNCHANGED)
         updated_at = now
     verdict: DuplicateVerdict = NOT_DUPLICATE
     if analysis.body.text:
         verdict = judge_duplicate(
             prep.exact, prints.signature, prep.candidates, dedup.threshold, prints.legacy_signature
         )
-    kind = (verdict.kind or "") if verdict.is_duplicate else None
-    if verdict.is_duplicate and verdict.kind == "near" and dedup.near_duplicates == "drop":
+    kind = verdict.kind if verdict.is_duplicate else None
+    if kind is DuplicateKind.NEAR and dedup.near_duplicates == "drop":
         release = rid if existing is None else None
         commit = article_commit(
             item, seen=verdict.duplicate_of, release=release, failure=facts.failure
         )
-        return Settlement(commit, "dropped", duplicate_kind=kind)
+        return Settlement(commit, SettleOutcome.DROPPED, duplicate_kind=kind)
     record = build_record(
         record_id=rid,
         url=facts.url,
@@ -100,7 +107,7 @@ def decide_article(
     )
     return Settlement(
         article_commit(item, record=commit_item, failure=facts.failure),
-        "written_duplicate" if verdict.is_duplicate else "written",
+        SettleOutcome.WRITTEN_DUPLICATE if verdict.is_duplicate else SettleOutcome.WRITTEN,
         output=(encode(record), prep.location),
         duplicate_kind=kind,
         updated=updated_at is not None,

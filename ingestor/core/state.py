@@ -4,12 +4,30 @@ ingestor/store/protocol.py."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple, Protocol
 
 from ingestor.core.frontier import FrontierItem, NewItem
 from ingestor.core.journal import JournalChange, JournalEntry, JournalOp
+
+
+class DuplicateKind(enum.StrEnum):
+    """How a duplicate was found (the record's `duplicate_kind`)."""
+
+    EXACT = "exact"  # the same normalized body
+    NEAR = "near"  # MinHash similarity at or above dedup.threshold
+
+
+class SettleOutcome(enum.Enum):
+    """How an article's settlement ended."""
+
+    WRITTEN = "written"
+    WRITTEN_DUPLICATE = "written_duplicate"  # written, marked as a duplicate
+    URL_DUPLICATE = "url_duplicate"  # its canonical URL was written already
+    UNCHANGED = "unchanged"  # an update whose body changed too little
+    DROPPED = "dropped"  # a near duplicate, dedup.near_duplicates: drop
 
 
 class EntryVersion(NamedTuple):
@@ -212,9 +230,9 @@ class Settlement:
     location). `outcome` and `duplicate_kind` are for the caller's counters."""
 
     commit: ArticleCommit
-    outcome: str  # written | written_duplicate | url_duplicate | unchanged | dropped
+    outcome: SettleOutcome
     output: tuple[bytes, str] | None = None
-    duplicate_kind: str | None = None
+    duplicate_kind: DuplicateKind | None = None
     updated: bool = False
 
 

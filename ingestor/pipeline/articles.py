@@ -44,6 +44,7 @@ from ingestor.core.state import (
     DedupQuery,
     HostWait,
     ItemRetry,
+    SettleOutcome,
 )
 from ingestor.core.urls import page_canonical, record_id
 from ingestor.errors import FetchError, SinkError, WorkerError
@@ -53,6 +54,15 @@ from ingestor.pipeline.outcomes import Article
 from ingestor.pipeline.parts import Parts, UsesParts
 
 log = logging.getLogger(__name__)
+
+# What a settlement means for the pass's counts.
+_ARTICLE_OF = {
+    SettleOutcome.WRITTEN: Article.WRITTEN,
+    SettleOutcome.WRITTEN_DUPLICATE: Article.WRITTEN_DUPLICATE,
+    SettleOutcome.URL_DUPLICATE: Article.DUPLICATE,
+    SettleOutcome.UNCHANGED: Article.UNCHANGED,
+    SettleOutcome.DROPPED: Article.DROPPED,
+}
 
 
 class ArticleWorker(UsesParts):
@@ -345,16 +355,11 @@ class ArticleWorker(UsesParts):
         started = time.perf_counter()
         settlement = await self.store.settle_article(lookup, decide, self.sink)
         self.metrics.observe("settle", time.perf_counter() - started)
-        if settlement.outcome == "url_duplicate":
+        outcome = settlement.outcome
+        if outcome is SettleOutcome.URL_DUPLICATE:
             self.metrics.inc("duplicates", "url")
-            return Article.DUPLICATE
-        if settlement.outcome == "unchanged":
-            return Article.UNCHANGED
-        if settlement.duplicate_kind is not None:
-            self.metrics.inc("duplicates", settlement.duplicate_kind)
-        if settlement.outcome == "dropped":
-            return Article.DROPPED
-        self.metrics.inc("articles_updated" if settlement.updated else "articles_written")
-        if settlement.outcome == "written_duplicate":
-            return Article.WRITTEN_DUPLICATE
-        return Article.WRITTEN
+        elif settlement.duplicate_kind is not None:
+            self.metrics.inc("duplicates", settlement.duplicate_kind.value)
+        if outcome in (SettleOutcome.WRITTEN, SettleOutcome.WRITTEN_DUPLICATE):
+            self.metrics.inc("articles_updated" if settlement.updated else "articles_written")
+        return _ARTICLE_OF[outcome]
