@@ -49,9 +49,9 @@ from ingestor.core.state import (
 from ingestor.core.urls import page_canonical, record_id
 from ingestor.errors import FetchError, SinkError, WorkerError
 from ingestor.http.fetcher import FetchResult
-from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import Article
 from ingestor.pipeline.parts import Parts, UsesParts
+from ingestor.pipeline.signals import WorkSignals
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,11 @@ class ArticleWorker(UsesParts):
     def __init__(
         self,
         parts: Parts,
-        dispatcher: Callable[[], ArticleDispatcher],
+        signals: WorkSignals,
         on_result: Callable[[Article | None], None],
     ) -> None:
         super().__init__(parts)
-        self._dispatcher = dispatcher
+        self.signals = signals
         # Each finished item, or None for a page given up on (the record has feed text).
         self.on_result = on_result
         config = parts.config
@@ -83,10 +83,6 @@ class ArticleWorker(UsesParts):
         self._legacy_checked_at = -math.inf
         self._compare_legacy = False
         self._inflight: dict[str, asyncio.Event] = {}
-
-    @property
-    def dispatcher(self) -> ArticleDispatcher:
-        return self._dispatcher()
 
     def _feed_config(self, item: FrontierItem) -> FeedConfig:
         # A feed removed from the configuration still has its queued entries finished, as
@@ -111,7 +107,7 @@ class ArticleWorker(UsesParts):
             # Our own disk, not the site: retry without counting an attempt.
             self.metrics.inc("article_errors", "sink")
             due_again = time.time() + frontier.SINK_PAUSE
-            self.dispatcher.pause(due_again, str(exc))
+            self.signals.pause(due_again, str(exc))
             log.error(
                 "%s; the article stays queued and is retried in %.0fs", exc, frontier.SINK_PAUSE
             )
@@ -136,7 +132,7 @@ class ArticleWorker(UsesParts):
             if entry.link and feed.fetch_articles and item.host != frontier.NO_FETCH_HOST:
                 try:
                     page = await self._fetch_page(feed, entry.link)
-                    self.dispatcher.page_fetched(item.host)
+                    self.signals.page_fetched(item.host)
                 except FetchError as exc:
                     decision = await self._after_fetch_failure(feed, item, exc)
                     if isinstance(decision, frontier.Retry):
@@ -178,12 +174,12 @@ class ArticleWorker(UsesParts):
             rng=self.rng,
         )
         link = item.entry.link or exc.url
-        pass_wait = self.dispatcher.pass_wait
+        pass_wait = self.signals.pass_wait
         if frontier.is_slow_failure(exc):
-            self.dispatcher.mark_slow(item.host, f"{link}: {exc.reason}")
+            self.signals.mark_slow(item.host, f"{link}: {exc.reason}")
             if isinstance(decision, frontier.Retry) and pass_wait is not None:
                 decision = frontier.after_the_pass(decision, time.time(), pass_wait)
-                self.dispatcher.deferred_past_pass(item.host, decision.not_before)
+                self.signals.deferred_past_pass(item.host, decision.not_before)
         # The error may come from a redirect target or from the host's robots.txt.
         where = "" if exc.url == link else f" (at {exc.url})"
         if isinstance(decision, frontier.Fallback):

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from ingestor.core import frontier
 from ingestor.core.frontier import FrontierItem, HostView
 from ingestor.http.politeness import HostLimiter
+from ingestor.pipeline.signals import WorkSignals
 from ingestor.store.protocol import StateStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ArticleDispatcher:
         per_host: int,
         batch: int,
         lease_seconds: float = _LEASE_SECONDS,
+        signals: WorkSignals | None = None,
     ) -> None:
         self.store = store
         self.limiter = limiter
@@ -68,20 +70,11 @@ class ArticleDispatcher:
         self._progress = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = True
-        self._paused_until = 0.0
-        self._failing_since: float | None = None  # the output has failed since then
-        self.output_error = ""  # what the last failed write said
+        self.signals = signals or WorkSignals()
+        self.signals.on_change = self._progress.set
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
-        # run --once: its wait (None in the daemon); hosts whose page timed out or
-        # trickled this pass (host -> why) and their timeouts in a row. Once the pass has
-        # nothing else to do, no request to a slow host is started.
-        self.pass_wait: float | None = None
-        self.slow_hosts: dict[str, str] = {}
-        self._timeouts_in_row: Counter[str] = Counter()
-        self._deferred: dict[str, float] = {}  # host -> earliest item put off past the pass
-        self._slow_closed = False
 
     # --- lifecycle ---
 
@@ -114,46 +107,9 @@ class ArticleDispatcher:
             self._board[host] = min(self._board.get(host, due), due)
         self._wake.set()
 
-    def pause(self, until: float, reason: str = "") -> None:
-        """Claim nothing before `until` (the output is failing: every item would fail)."""
-        self._paused_until = max(self._paused_until, until)
-        self.output_error = reason or self.output_error
-        if self._failing_since is None:
-            self._failing_since = time.time()
-
     @property
-    def output_failing_since(self) -> float | None:
-        """Since when records cannot be written (None: they can, as far as is known)."""
-        return self._failing_since
-
-    def mark_slow(self, host: str, reason: str) -> None:
-        """A page of `host` timed out or trickled: the host is slow for the rest of the pass."""
-        if host:
-            self.slow_hosts.setdefault(host, reason)
-            self._timeouts_in_row[host] += 1
-            self._progress.set()
-
-    def deferred_past_pass(self, host: str, due: float) -> None:
-        """An item of `host` was put off past this pass (frontier.after_the_pass)."""
-        self._deferred[host] = min(self._deferred.get(host, due), due)
-
-    def page_fetched(self, host: str) -> None:
-        """A page of `host` came back: its timeouts are no longer in a row."""
-        if host in self._timeouts_in_row:
-            del self._timeouts_in_row[host]
-
-    def new_pass(self, max_wait: float) -> None:
-        """A `run --once` pass starts: it waits at most `max_wait` for what is due."""
-        self.pass_wait = max_wait
-        self.slow_hosts.clear()
-        self._timeouts_in_row.clear()
-        self._deferred.clear()
-        self._slow_closed = False
-
-    def given_up(self) -> set[str]:
-        """Slow hosts whose pages timed out SLOW_HOST_STRIKES times in a row."""
-        strikes = frontier.SLOW_HOST_STRIKES
-        return {host for host, n in self._timeouts_in_row.items() if n >= strikes}
+    def slow_hosts(self) -> dict[str, str]:
+        return self.signals.slow_hosts
 
     # --- what others ask ---
 
@@ -181,12 +137,13 @@ class ArticleDispatcher:
         while True:
             self._progress.clear()
             now = time.time()
-            views = frontier.without_deferred(self.views(now), self._deferred)
-            if frontier.settled(views, self.in_flight, now, max_wait, self.given_up()):
+            signals = self.signals
+            views = frontier.without_deferred(self.views(now), signals.deferred)
+            if frontier.settled(views, self.in_flight, now, max_wait, signals.given_up()):
                 # Nothing more to do: what slow hosts have left stays for the next run.
-                self._slow_closed = True
+                signals.pass_settled = True
                 return
-            failing = self._failing_since
+            failing = signals.failing_since
             if failing is not None and now - failing > max_wait and not self.in_flight:
                 # The output has failed for the whole wait (a full disk): the items stay
                 # queued for the next run instead of a pass that never ends.
@@ -216,10 +173,10 @@ class ArticleDispatcher:
                 await self._refresh(now)
             spaced = self._spaced()
             room = min(self.concurrency - len(self._tasks), self.batch)
-            if self._paused_until > now:
+            if self.signals.paused_until > now:
                 room = 0
             views = self.views(now)
-            if self._slow_closed:
+            if self.signals.pass_settled:
                 views = {h: v for h, v in views.items() if h not in self.slow_hosts}
             plan = frontier.plan_claims(views, now, room, self.per_host, spaced)
             small = sum(count for _, count in plan) < _GATHER_ITEMS
@@ -243,7 +200,8 @@ class ArticleDispatcher:
                 if result.items:
                     continue
             wake_at = max(
-                frontier.next_wakeup(self.views(now), self.per_host, spaced), self._paused_until
+                frontier.next_wakeup(self.views(now), self.per_host, spaced),
+                self.signals.paused_until,
             )
             longest = _SHARED_REFRESH if self._shared else _MAX_SLEEP
             timeout = min(max(wake_at - time.time(), 0.005), longest)
@@ -275,7 +233,7 @@ class ArticleDispatcher:
                 del self._in_flight[item.host]
             if due_again is not None:
                 self._board[item.host] = min(self._board.get(item.host, due_again), due_again)
-            elif self._paused_until <= time.time():
-                self._failing_since = None  # an item went through: the output works
+            else:
+                self.signals.item_went_through()
             self._wake.set()
             self._progress.set()

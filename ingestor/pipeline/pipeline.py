@@ -26,6 +26,7 @@ from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.feeds import FeedPoller
 from ingestor.pipeline.outcomes import Article, PassSummary, PollOutcome
 from ingestor.pipeline.parts import Parts
+from ingestor.pipeline.signals import WorkSignals
 from ingestor.sink.files import OutputSink
 from ingestor.store.protocol import StateStore
 
@@ -53,7 +54,8 @@ class Pipeline:
         self.summary = PassSummary()
         self.progress: Callable[[PassSummary], None] | None = None
         parts = Parts(config, fetcher, pool, store, sink, self.metrics, rng or random.Random())
-        self.articles = ArticleWorker(parts, lambda: self.dispatcher, self._count)
+        signals = WorkSignals()
+        self.articles = ArticleWorker(parts, signals, self._count)
         self.dispatcher = ArticleDispatcher(
             store,
             fetcher.limiter,
@@ -64,6 +66,7 @@ class Pipeline:
             # Shared: a dead instance's items come back after state.lease_ttl (renewed
             # by the store's heartbeat while in flight).
             **({"lease_seconds": config.state.lease_ttl} if store.shared else {}),
+            signals=signals,
         )
         self.poller = FeedPoller(parts, self.dispatcher)
         store.watch_hosts(fetcher.limiter.ready_at)
@@ -103,11 +106,11 @@ class Pipeline:
 
     def health(self) -> tuple[bool, str]:
         """Whether records can be written (and the state committed with them): `/healthz`."""
-        since = self.dispatcher.output_failing_since
+        since = self.dispatcher.signals.failing_since
         if since is not None:
             return False, (
                 f"record writes failing for {max(time.time() - since, 0.0):.0f}s: "
-                f"{self.dispatcher.output_error}"
+                f"{self.dispatcher.signals.output_error}"
             )
         return True, "ok"
 
@@ -148,7 +151,7 @@ class Pipeline:
         pipeline.once_max_wait; what waits longer stays queued for the next run."""
         summary = self.summary = PassSummary()
         self.progress = progress
-        self.dispatcher.new_pass(self.config.pipeline.once_max_wait)
+        self.dispatcher.signals.new_pass(self.config.pipeline.once_max_wait)
         feeds = [f for f in feeds if f.enabled]
         summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
