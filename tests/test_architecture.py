@@ -28,6 +28,20 @@ FORBIDDEN = {
     "store": {"http", "sink", "service", "pipeline", "analyze", "aiohttp"},
     "sink": {"http", "store", "service", "pipeline", "analyze", "aiohttp", "sqlite3"},
     "pipeline": {"service", "sqlite3", "psycopg", "psycopg_pool"},
+    # The configuration is read by every layer and reads none of them.
+    "config": {
+        "core",
+        "parse",
+        "analyze",
+        "http",
+        "store",
+        "sink",
+        "pipeline",
+        "service",
+        "aiohttp",
+        "sqlite3",
+        "psycopg",
+    },
 }
 LAYERS = {"core", "parse", "analyze", "http", "store", "sink", "pipeline", "service"}
 
@@ -55,14 +69,14 @@ def imports_of(path: Path) -> set[str]:
 
 def layer_of(path: Path) -> str | None:
     relative = path.relative_to(PACKAGE).parts
-    return relative[0] if len(relative) > 1 and relative[0] in LAYERS else None
+    return relative[0] if len(relative) > 1 and relative[0] in FORBIDDEN.keys() | LAYERS else None
 
 
 def test_every_module_lives_in_a_layer():
     loose = [
         p.name
         for p in PACKAGE.glob("*.py")
-        if p.name not in ("__init__.py", "__main__.py", "errors.py", "config.py")
+        if p.name not in ("__init__.py", "__main__.py", "errors.py")
     ]
     assert loose == [], "modules belong in a layer folder"
 
@@ -93,3 +107,24 @@ def test_no_module_is_over_400_lines():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
     }
     assert long == {}
+
+
+def test_no_two_modules_share_a_name():
+    names: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.stem, []).append(str(path.relative_to(PACKAGE)))
+    assert {n: p for n, p in names.items() if len(p) > 1 or n in LAYERS} == {}
+
+
+def test_the_readmes_layer_table_lists_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    missing = []
+    for layer in sorted(LAYERS):
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{layer}/` |")), "")
+        listed = (
+            set(row.split("|")[2].replace("`", "").replace(" ", "").split(",")) if row else set()
+        )
+        modules = {p.stem for p in (PACKAGE / layer).glob("*.py") if p.name != "__init__.py"}
+        missing += [f"{layer}/{m}" for m in sorted(modules - listed)]
+    assert missing == []

@@ -416,7 +416,7 @@ async def test_a_slow_host_with_a_thousand_items_does_not_hold_up_the_others(
     quick = [await NewsHost(f"q{i}", 15).start(serve, f"127.0.0.{7 + i}") for i in range(2)]
     config = farm_config(tmp_path, [slow, *quick], article_concurrency=4)
     from ingestor.http.fetcher import Fetcher
-    from ingestor.pipeline.pipeline import Pipeline
+    from ingestor.pipeline.orchestrator import Pipeline
     from ingestor.sink.files import FileSink
 
     store = SQLiteStateStore(config.state.path)

@@ -34,10 +34,10 @@ from ingestor.core.state import (
     Settlement,
 )
 from ingestor.errors import SinkError
-from ingestor.pipeline.journal import apply_retention, reconcile_journal
+from ingestor.pipeline.journal_upkeep import apply_retention, reconcile_journal
 from ingestor.service.tail import TailOptions, tail
 from ingestor.sink.files import FileSink
-from ingestor.sink.journal import JournalWriter
+from ingestor.sink.journal_files import JournalWriter
 from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import make_config
 from tests.journal_checks import check_journal, journal_lines, record_files

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ingestor.pipeline.journal import reconcile_journal
+from ingestor.pipeline.journal_upkeep import reconcile_journal
 from ingestor.sink.files import FileSink
-from ingestor.sink.journal import JournalWriter
+from ingestor.sink.journal_files import JournalWriter
 from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import article_html, distinct_story
 from tests.journal_checks import check_journal, journal_lines

@@ -10,10 +10,10 @@ import json
 
 from ingestor.config.model import StateConfig
 from ingestor.core.state import FeedState, PollCommit
-from ingestor.pipeline.journal import reconcile_journal
+from ingestor.pipeline.journal_upkeep import reconcile_journal
 from ingestor.service.tail import TailOptions, tail
 from ingestor.sink.files import FileSink
-from ingestor.sink.journal import JournalWriter
+from ingestor.sink.journal_files import JournalWriter
 from ingestor.store.postgres import PostgresStateStore
 from tests.conftest import make_config
 from tests.journal_checks import check_journal, journal_lines, record_files

@@ -15,7 +15,7 @@ from aiohttp import web
 from ingestor.config.model import DedupConfig, FeedConfig, HTTPConfig
 from ingestor.core.record import record_schema
 from ingestor.http.fetcher import Fetcher
-from ingestor.pipeline.pipeline import Pipeline
+from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.sink.files import FileSink
 from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import (

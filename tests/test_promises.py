@@ -19,7 +19,7 @@ from ingestor.core import schedule
 from ingestor.core.state import FeedState
 from ingestor.http.fetcher import Fetcher
 from ingestor.http.responses import parse_retry_after
-from ingestor.pipeline.pipeline import Pipeline
+from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.service.status import feed_rows, render_table
 from ingestor.sink.files import FileSink
 from ingestor.store.sqlite import SQLiteStateStore

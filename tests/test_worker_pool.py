@@ -23,4 +23,4 @@ def test_workers_do_not_rerun_the_console_script():
     in_worker = json.loads(result.stdout)
     assert "ingestor.analyze.jobs" in in_worker  # preloaded by the fork server
     assert "ingestor.service.cli" not in in_worker
-    assert "ingestor.pipeline.pipeline" not in in_worker
+    assert "ingestor.pipeline.orchestrator" not in in_worker

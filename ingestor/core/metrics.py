@@ -1,5 +1,5 @@
 """In-process metrics: counters by name and label, stage timing histograms, gauges read on
-demand, and their Prometheus text exposition (pure; service/metrics.py serves it)."""
+demand, and their Prometheus text exposition (pure; service/metrics_server.py serves it)."""
 
 from __future__ import annotations
 

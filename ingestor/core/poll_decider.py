@@ -1,5 +1,5 @@
 """A feed poll's decisions: pure functions from the feed's configuration, its state and what
-the poll found to the feed's next state. No I/O: `pipeline/feeds.py` fetches, parses, looks
+the poll found to the feed's next state. No I/O: `pipeline/feed_poller.py` fetches, parses, looks
 the entries up and commits; every change to a FeedState a poll makes is one of these.
 
     gate            before a request: disabled (410) until its configuration changes;

@@ -26,10 +26,10 @@ from ingestor.core.metrics import Metrics
 from ingestor.core.state import FeedState
 from ingestor.core.urls import host_key
 from ingestor.errors import ConfigError, IngestorError, StateError
-from ingestor.pipeline.journal import apply_retention
+from ingestor.pipeline.journal_upkeep import apply_retention
+from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
-from ingestor.pipeline.pipeline import Pipeline
-from ingestor.service.metrics import MetricsServer
+from ingestor.service.metrics_server import MetricsServer
 from ingestor.service.runtime import open_pipeline
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ log = logging.getLogger("ingestor")
 
 async def run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     from ingestor.core.metrics import Metrics
-    from ingestor.pipeline.journal import apply_retention
+    from ingestor.pipeline.journal_upkeep import apply_retention
     from ingestor.service.runtime import open_pipeline
 
     progress = _Progress() if sys.stderr.isatty() else _LogProgress()

@@ -12,11 +12,11 @@ from ingestor.analyze.pool import WorkerPool
 from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.http.fetcher import Fetcher
-from ingestor.pipeline.journal import reconcile_journal
-from ingestor.pipeline.pipeline import Pipeline
+from ingestor.pipeline.journal_upkeep import reconcile_journal
+from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
-from ingestor.sink.journal import JournalWriter
+from ingestor.sink.journal_files import JournalWriter
 from ingestor.store.factory import instance_id, make_store
 from ingestor.store.protocol import StateStore
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 from ingestor.config.model import Config
 from ingestor.core.journal import JOURNAL_DIR, JournalEntry, parse_line
 from ingestor.errors import ConfigError
-from ingestor.sink.journal import list_segments, read_lines
+from ingestor.sink.journal_files import list_segments, read_lines
 from ingestor.store.factory import make_store
 
 BATCH = 500

@@ -20,7 +20,7 @@ from ingestor.core.record import Record
 from ingestor.core.state import RecordFiles, StagedFile
 from ingestor.errors import SinkError
 from ingestor.sink.fsync import fsync_directory
-from ingestor.sink.journal import JournalWriter
+from ingestor.sink.journal_files import JournalWriter
 
 log = logging.getLogger("ingestor.sink")
 

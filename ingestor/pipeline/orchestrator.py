@@ -23,7 +23,7 @@ from ingestor.core.state import FeedState
 from ingestor.http.fetcher import Fetcher
 from ingestor.pipeline.articles import ArticleWorker
 from ingestor.pipeline.dispatcher import ArticleDispatcher
-from ingestor.pipeline.feeds import FeedPoller
+from ingestor.pipeline.feed_poller import FeedPoller
 from ingestor.pipeline.outcomes import Article, PassSummary, PollOutcome
 from ingestor.pipeline.parts import Parts
 from ingestor.pipeline.signals import WorkSignals

@@ -25,7 +25,7 @@ from pathlib import Path
 from ingestor.core.journal import journal_ownership, staged_verdict
 from ingestor.errors import SinkError, StateError
 from ingestor.sink.files import FileSink, OutputSink
-from ingestor.sink.journal import last_seq_of_all, read_owner, write_owner
+from ingestor.sink.journal_files import last_seq_of_all, read_owner, write_owner
 from ingestor.store.protocol import StateStore
 
 log = logging.getLogger("ingestor.journal")
