@@ -116,9 +116,19 @@ async def test_run_once_stopped_by_sigterm_finishes_in_flight_work_and_exits_0(t
 # --- one line, not a traceback ---
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingestor", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "ingestor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -292,26 +302,13 @@ def test_the_readmes_minimum_config_passes_check_config_as_printed(tmp_path):
     config = tmp_path / "ingestor.yaml"
     config.write_text(minimum, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("NEWS_API_KEY", "FEED_PASSWORD")}
-    run = subprocess.run(
-        [sys.executable, "-m", "ingestor", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-    )
+    run = cli("check-config", "--config", str(config), env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     # A secret from an unset variable is one problem, said once.
     config.write_text(
         minimum + '    auth: {username: reader, password: "${FEED_PASSWORD}"}\n', encoding="utf-8"
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "ingestor", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    run = cli("check-config", "--config", str(config), env=env)
     assert run.returncode == 2
     assert "${FEED_PASSWORD} is not set" in one_line(run)
 

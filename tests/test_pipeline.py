@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import sqlite3
@@ -63,26 +64,35 @@ class Site:
         return web.Response(status=404)
 
 
-async def run_pass(config, worker_pool):
+@contextlib.asynccontextmanager
+async def in_process_pipeline(config, worker_pool):
+    """The real pipeline on a SQLite state, not started: (pipeline, store)."""
     store = SQLiteStateStore(config.state.path)
     await store.open()
     try:
         async with Fetcher(config.http) as fetcher:
-            pipeline = Pipeline(
-                config,
-                fetcher=fetcher,
-                pool=worker_pool,
-                store=store,
-                sink=FileSink(config.output.dir),
+            yield (
+                Pipeline(
+                    config,
+                    fetcher=fetcher,
+                    pool=worker_pool,
+                    store=store,
+                    sink=FileSink(config.output.dir),
+                ),
+                store,
             )
-            await pipeline.start()
-            try:
-                summary = await asyncio.wait_for(pipeline.run_once(config.feeds), 60)
-            finally:
-                await pipeline.stop()
-        return summary, pipeline
     finally:
         await store.close()
+
+
+async def run_pass(config, worker_pool):
+    async with in_process_pipeline(config, worker_pool) as (pipeline, _store):
+        await pipeline.start()
+        try:
+            summary = await asyncio.wait_for(pipeline.run_once(config.feeds), 60)
+        finally:
+            await pipeline.stop()
+    return summary, pipeline
 
 
 def story(n: int) -> list[str]:

@@ -17,34 +17,18 @@ from aiohttp import web
 from ingestor.config.model import DedupConfig, FeedConfig, PipelineConfig, ScheduleConfig
 from ingestor.core import schedule
 from ingestor.core.state import FeedState
-from ingestor.http.fetcher import Fetcher
 from ingestor.http.responses import parse_retry_after
-from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.service.status import feed_rows, render_table
-from ingestor.sink.files import FileSink
-from ingestor.store.sqlite import SQLiteStateStore
 from tests.conftest import article_html, distinct_story, loopback_http, make_config, read_records
-from tests.test_pipeline import Site, run_pass
+from tests.test_pipeline import Site, in_process_pipeline, run_pass
 
 
 async def poll_only(config, worker_pool) -> dict[str, FeedState]:
     """Poll each feed once (its items queued, no article worked); the stored states."""
-    store = SQLiteStateStore(config.state.path)
-    await store.open()
-    try:
-        async with Fetcher(config.http) as fetcher:
-            pipeline = Pipeline(
-                config,
-                fetcher=fetcher,
-                pool=worker_pool,
-                store=store,
-                sink=FileSink(config.output.dir),
-            )
-            for feed in config.feeds:
-                await pipeline.poll_feed(feed)
+    async with in_process_pipeline(config, worker_pool) as (pipeline, store):
+        for feed in config.feeds:
+            await pipeline.poll_feed(feed)
         return await store.load_feeds()
-    finally:
-        await store.close()
 
 
 # --- one article per link, unless something tells the entries apart ---

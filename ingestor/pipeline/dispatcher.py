@@ -107,10 +107,6 @@ class ArticleDispatcher:
             self._board[host] = min(self._board.get(host, due), due)
         self._wake.set()
 
-    @property
-    def slow_hosts(self) -> dict[str, str]:
-        return self.signals.slow_hosts
-
     # --- what others ask ---
 
     @property
@@ -177,7 +173,7 @@ class ArticleDispatcher:
                 room = 0
             views = self.views(now)
             if self.signals.pass_settled:
-                views = {h: v for h, v in views.items() if h not in self.slow_hosts}
+                views = {h: v for h, v in views.items() if h not in self.signals.slow_hosts}
             plan = frontier.plan_claims(views, now, room, self.per_host, spaced)
             small = sum(count for _, count in plan) < _GATHER_ITEMS
             if self._shared and self._tasks and plan and small and not gathered:

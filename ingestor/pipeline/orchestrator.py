@@ -54,8 +54,9 @@ class Pipeline:
         self.summary = PassSummary()
         self.progress: Callable[[PassSummary], None] | None = None
         parts = Parts(config, fetcher, pool, store, sink, self.metrics, rng or random.Random())
-        signals = WorkSignals()
-        self.articles = ArticleWorker(parts, signals, self._count)
+        # What article work tells the dispatcher: output pauses, slow hosts, a pass's wait.
+        self.signals = WorkSignals()
+        self.articles = ArticleWorker(parts, self.signals, self._count)
         self.dispatcher = ArticleDispatcher(
             store,
             fetcher.limiter,
@@ -66,7 +67,7 @@ class Pipeline:
             # Shared: a dead instance's items come back after state.lease_ttl (renewed
             # by the store's heartbeat while in flight).
             **({"lease_seconds": config.state.lease_ttl} if store.shared else {}),
-            signals=signals,
+            signals=self.signals,
         )
         self.poller = FeedPoller(parts, self.dispatcher)
         store.watch_hosts(fetcher.limiter.ready_at)
@@ -106,11 +107,11 @@ class Pipeline:
 
     def health(self) -> tuple[bool, str]:
         """Whether records can be written (and the state committed with them): `/healthz`."""
-        since = self.dispatcher.signals.failing_since
+        since = self.signals.failing_since
         if since is not None:
             return False, (
                 f"record writes failing for {max(time.time() - since, 0.0):.0f}s: "
-                f"{self.dispatcher.signals.output_error}"
+                f"{self.signals.output_error}"
             )
         return True, "ok"
 
@@ -151,7 +152,7 @@ class Pipeline:
         pipeline.once_max_wait; what waits longer stays queued for the next run."""
         summary = self.summary = PassSummary()
         self.progress = progress
-        self.dispatcher.signals.new_pass(self.config.pipeline.once_max_wait)
+        self.signals.new_pass(self.config.pipeline.once_max_wait)
         feeds = [f for f in feeds if f.enabled]
         summary.total_feeds = len(feeds)
         semaphore = asyncio.Semaphore(self.config.pipeline.max_concurrent_feeds)
@@ -245,7 +246,7 @@ class Pipeline:
         summary.left_why = frontier.describe_waiting(
             [(r.key, r.queued, r.ready_at, r.last_error) for r in left.hosts],
             now,
-            self.dispatcher.slow_hosts,
+            self.signals.slow_hosts,
         )
 
     def _report(self) -> None:

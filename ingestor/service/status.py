@@ -87,17 +87,20 @@ def feed_rows(
 
 def host_rows(frontier: FrontierSummary) -> list[dict[str, Any]]:
     now = time.time()
-    return [
-        {
-            "host": row.key or "(no page fetch)",
-            "queued": row.queued,
-            "due": _due(row.ready_at, now)[0],
-            "due_now": _due(row.ready_at, now)[1],
-            "max_attempts": row.attempts,
-            "last_error": row.last_error,
-        }
-        for row in frontier.hosts
-    ]
+    rows = []
+    for row in frontier.hosts:
+        due, due_now = _due(row.ready_at, now)
+        rows.append(
+            {
+                "host": row.key or "(no page fetch)",
+                "queued": row.queued,
+                "due": due,
+                "due_now": due_now,
+                "max_attempts": row.attempts,
+                "last_error": row.last_error,
+            }
+        )
+    return rows
 
 
 async def collect_status(
