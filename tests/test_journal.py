@@ -25,6 +25,7 @@ from ingestor.core.journal import (
     upkeep_interval,
     writer_name,
 )
+from ingestor.core.settle_steps import settle_steps
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -136,7 +137,7 @@ async def _settle(store, sink, item, n: int, version: int = 0, op: str = "create
         return Settlement(commit, "written", output=(body + b"\n", prep.location))
 
     lookup = ArticleLookup(rid, f"http://h/a/{n}", f"2023/11/14/{rid}.json", NOW)
-    return await store.settle_article(lookup, decide, sink)
+    return await store.settle_article(settle_steps(lookup, decide), sink)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from ingestor.core import frontier
 from ingestor.core.entry import FeedEntry
 from ingestor.core.journal import JournalEntry
+from ingestor.core.settle_steps import settle_steps
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -350,7 +351,8 @@ async def test_articles_settled_together_see_each_other_and_their_files_come_fir
     results = await asyncio.gather(
         *(
             store.settle_article(
-                _lookup(f"r{n}", body, [n]), _write_decision(item, f"r{n}", body), files
+                settle_steps(_lookup(f"r{n}", body, [n]), _write_decision(item, f"r{n}", body)),
+                files,
             )
             for n, (item, body) in enumerate(zip(items, bodies, strict=True))
         ),

@@ -1,6 +1,6 @@
 """How a finished article ends, decided from plain data: what the store found for it (an
-ArticlePrep) and what the worker made of it. Pure: the store calls `decide_article` inside
-its transaction (no I/O, no counters here)."""
+ArticlePrep) and what the worker made of it. Pure: the settle sequence (core.settle_steps) calls
+`decide_article` inside the store's transaction (no I/O, no counters here)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from ingestor.core.state import (
     Settlement,
     SettleOutcome,
 )
-from ingestor.core.urls import record_id
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class ArticleFacts:
     item: FrontierItem
     url: str
     canonical: str
+    record_id: str  # of the canonical URL (core.urls.record_id)
     analysis: ArticleAnalysis
     failure: str | None  # why the page was not used, if it was not
     now: datetime
@@ -52,7 +52,7 @@ def decide_article(
     prep: ArticlePrep,
 ) -> Settlement:
     item, analysis, now = facts.item, facts.analysis, facts.now
-    rid = record_id(facts.canonical)
+    rid = facts.record_id
     prints = analysis.fingerprint
     existing = prep.existing
     updated_at: datetime | None = None

@@ -39,6 +39,7 @@ from ingestor.core.frontier import FrontierItem
 from ingestor.core.payload import feed_from_settings
 from ingestor.core.polling import article_request
 from ingestor.core.settle import ArticleFacts
+from ingestor.core.settle_steps import settle_steps
 from ingestor.core.state import (
     ArticleLookup,
     DedupQuery,
@@ -343,13 +344,13 @@ class ArticleWorker(UsesParts):
         )
         decide = partial(
             settle.decide_article,
-            ArticleFacts(feed, item, url, canonical, analysis, failure, now),
+            ArticleFacts(feed, item, url, canonical, rid, analysis, failure, now),
             self.config.dedup,
             self.scheme,
             self.sink.encode,
         )
         started = time.perf_counter()
-        settlement = await self.store.settle_article(lookup, decide, self.sink)
+        settlement = await self.store.settle_article(settle_steps(lookup, decide), self.sink)
         self.metrics.observe("settle", time.perf_counter() - started)
         outcome = settlement.outcome
         if outcome is SettleOutcome.URL_DUPLICATE:

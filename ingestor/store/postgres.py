@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from functools import partial
 
 import psycopg
 
 from ingestor.core.journal import JournalChange, JournalEntry, with_seq
+from ingestor.core.settle_steps import (
+    Commit,
+    CommitFailed,
+    Prepare,
+    Publish,
+    SettleStep,
+    SettleSteps,
+    Stage,
+    run_steps_async,
+)
 from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
@@ -39,8 +50,8 @@ from ingestor.store.postgres_sql import (
 )
 
 
-def _put_durably(files: RecordFiles, output: tuple[bytes, str]) -> StagedFile:
-    staged = files.put(*output)
+def _put_durably(files: RecordFiles, data: bytes, location: str) -> StagedFile:
+    staged = files.put(data, location)
     files.sync()
     return staged
 
@@ -70,26 +81,27 @@ class PostgresStateStore(PostgresFrontier):
         )
         return {row[0] for row in rows}
 
-    async def settle_article(
-        self,
-        lookup: ArticleLookup,
-        decide: Callable[[ArticlePrep], Settlement],
-        files: RecordFiles,
-    ) -> Settlement:
-        """prepare, decide, stage the file, commit, publish: two round trips, as the
-        database's own functions (ingestor_prepare_article, ingestor_commit_article) keep
-        racing instances apart; within this one a lock keeps articles (and their journal
-        lines) in order, as SQLite's thread does. A failed commit leaves its staged file:
-        whether the database committed it is unknown, and the next start settles it."""
+    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
+        """Two round trips (Prepare and Commit), as the database's own functions
+        (ingestor_prepare_article, ingestor_commit_article) keep racing instances apart;
+        within this one a lock keeps articles (and their journal lines) in order, as
+        SQLite's thread does."""
         async with self._settle_lock:
-            settlement = decide(await self.prepare_article(lookup))
-            staged = None
-            if settlement.output is not None:
-                staged = await asyncio.to_thread(_put_durably, files, settlement.output)
-            entry = await self._commit_article(settlement.commit)
-            if staged is not None or entry is not None:
+            return await run_steps_async(steps, partial(self._perform, files))
+
+    async def _perform(self, files: RecordFiles, step: SettleStep) -> object:
+        match step:
+            case Prepare(lookup):
+                return await self.prepare_article(lookup)
+            case Stage(data, location):
+                return await asyncio.to_thread(_put_durably, files, data, location)
+            case Commit(commit):
+                return await self._commit_article(commit)
+            case CommitFailed():
+                pass  # whether the database committed is unknown: the next start settles it
+            case Publish(staged, entry):
                 await asyncio.to_thread(_publish, files, staged, entry)
-            return settlement
+        return None
 
     async def journal_since(
         self, seq: int, limit: int, writer: str | None = None

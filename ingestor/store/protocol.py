@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from ingestor.core.journal import JournalEntry
+from ingestor.core.settle_steps import SettleSteps
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -144,20 +145,13 @@ class StateStore(Protocol):
         """The MinHash schemes of the fingerprints ingested since `since`."""
         ...
 
-    async def settle_article(
-        self,
-        lookup: ArticleLookup,
-        decide: Callable[[ArticlePrep], Settlement],
-        files: RecordFiles,
-    ) -> Settlement:
-        """prepare_article, then `decide` (pure, from the ArticlePrep), then the record file
-        staged through `files` (when the settlement has one), then commit_article (which
-        gives a written record its journal entry), as one transaction where the backend
-        allows it (SQLite: one transaction and one call into its thread, shared by the
-        articles that arrive together); after the commit, `files.publish`. The staged file
-        is durable before the commit; after an exception from `decide` or `files` the item
-        is not done (PostgreSQL keeps the location reserved, as prepare_article alone
-        does)."""
+    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
+        """Perform the settle sequence (core.settle_steps: prepare, decide, stage the file,
+        commit, publish) with this backend's primitives, in one transaction where the
+        backend allows it (SQLite: one transaction and one call into its thread, shared by
+        the articles that arrive together). The staged file is durable before the commit;
+        after an exception from `decide` or `files` the item is not done (PostgreSQL keeps
+        the location reserved, as prepare_article alone does)."""
         ...
 
     async def reschedule_article(self, retry: ItemRetry) -> None: ...

@@ -6,9 +6,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.journal import JournalEntry
+from ingestor.core.settle_steps import (
+    Commit,
+    CommitFailed,
+    Prepare,
+    Publish,
+    SettleStep,
+    SettleSteps,
+    Stage,
+    run_steps,
+)
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -264,14 +275,9 @@ class SQLiteFrontier(SQLiteConnection):
 
         return await self._run(lookup)
 
-    async def settle_article(
-        self,
-        lookup: ArticleLookup,
-        decide: Callable[[ArticlePrep], Settlement],
-        files: RecordFiles,
-    ) -> Settlement:
+    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
         """Group commit: the articles (and polls) that arrive while the state thread is busy
-        share its next transaction.
+        share its next transaction, and each article's steps run inside it.
 
         The crash argument: a record file is staged (written, fsynced) before the
         transaction that says it is done commits, `files.sync` makes the staged names
@@ -282,19 +288,23 @@ class SQLiteFrontier(SQLiteConnection):
         journal lines the state does know (published at the next start)."""
 
         def settle(conn: sqlite3.Connection) -> Settlement:
-            settlement = decide(self._prepare(conn, lookup))
-            staged = files.put(*settlement.output) if settlement.output is not None else None
-            try:
-                entry = self._commit(conn, settlement.commit)
-            except BaseException:
-                if staged is not None:
-                    files.discard(staged)  # its savepoint rolls back: certainly not committed
-                raise
-            if staged is not None or entry is not None:
-                files.queue(staged, entry)
-            return settlement
+            return run_steps(steps, partial(self._perform, conn, files))
 
         return await self._grouped(settle, files)
+
+    def _perform(self, conn: sqlite3.Connection, files: RecordFiles, step: SettleStep) -> object:
+        match step:
+            case Prepare(lookup):
+                return self._prepare(conn, lookup)
+            case Stage(data, location):
+                return files.put(data, location)  # synced once for the group, before COMMIT
+            case Commit(commit):
+                return self._commit(conn, commit)
+            case CommitFailed(staged):
+                files.discard(staged)  # its savepoint rolls back: certainly not committed
+            case Publish(staged, entry):
+                files.queue(staged, entry)  # published after the group's COMMIT
+        return None
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
         host_wait = retry.host_wait
