@@ -42,7 +42,6 @@ ARTICLE_CALLS = (
     "commit_article",
     "settle_article",  # SQLite: one call (PostgreSQL counts its prepare and commit)
     "reschedule_article",
-    "record_by_canonical",
 )
 
 

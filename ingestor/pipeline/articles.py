@@ -2,7 +2,8 @@
 worker, decide duplicates, write the record and commit it; or put it back for later.
 
 process_item(item):                                         # called by the dispatcher
-    canonical URL already written -> entry seen, done
+    canonical URL already written (found by the claim, or by the task that had the URL
+        just before) -> entry seen, done
     page = fetch article (robots, SSRF guard, caps) unless fetch_articles is false
         transient failure -> store.reschedule_article (frontier.after_failure decides when)
         permanent failure -> carry on with the feed's own text
@@ -66,6 +67,14 @@ _ARTICLE_OF = {
 }
 
 
+class _UrlClaim:
+    """A canonical URL being worked on by one task; `known`: a record settled under it."""
+
+    def __init__(self, known: str | None) -> None:
+        self.known = known
+        self.released = asyncio.Event()
+
+
 class ArticleWorker(UsesParts):
     def __init__(
         self,
@@ -83,7 +92,7 @@ class ArticleWorker(UsesParts):
         self.legacy_scheme = legacy_scheme_id(config.dedup.num_perm, config.dedup.threshold)
         self._legacy_checked_at = -math.inf
         self._compare_legacy = False
-        self._inflight: dict[str, asyncio.Event] = {}
+        self._inflight: dict[str, _UrlClaim] = {}
 
     def _feed_config(self, item: FrontierItem) -> FeedConfig:
         # A feed removed from the configuration still has its queued entries finished, as
@@ -122,11 +131,9 @@ class ArticleWorker(UsesParts):
     async def _process(self, feed: FeedConfig, item: FrontierItem) -> tuple[Article, float | None]:
         if item.known_record is not None and not item.is_update:
             return await self._url_duplicate(item, item.known_record), None
-        async with self._claim(item.canonical_url) as first:
-            if not first and not item.is_update:
-                known = await self.store.record_by_canonical(item.canonical_url)
-                if known is not None and known.done:
-                    return await self._url_duplicate(item, known.record_id), None
+        async with self._claim(item.canonical_url) as claim:
+            if claim.known is not None and not item.is_update:
+                return await self._url_duplicate(item, claim.known), None
             page: FetchResult | None = None
             failure: str | None = None
             entry = item.entry
@@ -157,7 +164,11 @@ class ArticleWorker(UsesParts):
                 )
                 await self._finish(item, failure=failure)
                 return Article.SKIPPED, None
-            written = await self._dedup_and_write(feed, item, url, canonical, analysis, failure)
+            written, rid = await self._dedup_and_write(
+                feed, item, url, canonical, analysis, failure
+            )
+            if canonical == item.canonical_url and written is not Article.DROPPED:
+                claim.known = rid  # a task waiting for this URL needs no page
             return written, None
 
     async def _after_fetch_failure(
@@ -283,18 +294,19 @@ class ArticleWorker(UsesParts):
         await self.store.commit_article(settle.article_commit(item, seen=seen, failure=failure))
 
     @contextlib.asynccontextmanager
-    async def _claim(self, canonical: str) -> AsyncIterator[bool]:
-        """One task per canonical URL at a time; a second one waits, then re-checks."""
-        claimed = True
-        while (event := self._inflight.get(canonical)) is not None:
-            claimed = False
-            await event.wait()
-        event = self._inflight[canonical] = asyncio.Event()
+    async def _claim(self, canonical: str) -> AsyncIterator[_UrlClaim]:
+        """One task per canonical URL at a time; the next one learns the record the one
+        before it settled under that URL (`known`)."""
+        known = None
+        while (held := self._inflight.get(canonical)) is not None:
+            await held.released.wait()
+            known = held.known or known
+        claim = self._inflight[canonical] = _UrlClaim(known)
         try:
-            yield claimed
+            yield claim
         finally:
             del self._inflight[canonical]
-            event.set()
+            claim.released.set()
 
     async def _fetch_page(self, feed: FeedConfig, link: str) -> FetchResult:
         robots = feed.respect_robots_txt is not False  # resolved by Config
@@ -314,7 +326,8 @@ class ArticleWorker(UsesParts):
         canonical: str,
         analysis: ArticleAnalysis,
         failure: str | None = None,
-    ) -> Article:
+    ) -> tuple[Article, str]:
+        """How the article settled, and its record id."""
         rid = record_id(canonical)
         prints = analysis.fingerprint
         dedup = self.config.dedup
@@ -359,4 +372,4 @@ class ArticleWorker(UsesParts):
             self.metrics.inc("duplicates", settlement.duplicate_kind.value)
         if outcome in (SettleOutcome.WRITTEN, SettleOutcome.WRITTEN_DUPLICATE):
             self.metrics.inc("articles_updated" if settlement.updated else "articles_written")
-        return _ARTICLE_OF[outcome]
+        return _ARTICLE_OF[outcome], rid

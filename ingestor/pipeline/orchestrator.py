@@ -132,8 +132,6 @@ class Pipeline:
         return self.poller.state_of(feed)
 
     async def _collect_frontier(self) -> None:
-        for call, count in self.store.round_trips_by.items():
-            self.metrics.counters[("state_round_trips", call)] = float(count)
         summary = await self.store.frontier_summary(time.time())
         oldest = summary.oldest_enqueued_at
         self.metrics.gauges["frontier_size"] = lambda: float(summary.size)

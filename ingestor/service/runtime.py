@@ -18,13 +18,14 @@ from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
 from ingestor.sink.journal_files import JournalWriter
 from ingestor.store.factory import instance_id, make_store
-from ingestor.store.protocol import StateStore
+from ingestor.store.traffic import StoreTraffic
 
 
 @asynccontextmanager
 async def open_pipeline(config: Config, metrics: Metrics | None = None) -> AsyncIterator[Pipeline]:
     """State store and output checked first (fatal errors before any network traffic)."""
-    store = make_store(config.state)
+    traffic = StoreTraffic()
+    store = make_store(config.state, traffic=traffic)
     # Before this point the main process imported its modules and read the configuration.
     startup_cpu, loop_started = time.process_time(), time.thread_time()
     if metrics is not None:
@@ -46,7 +47,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
         sink.prepare()
         await reconcile_journal(store, sink, config.state.where)
         if metrics is not None:
-            report = _cpu_report(metrics, store, sink, startup_cpu, loop_started)
+            report = _cpu_report(metrics, traffic, store.shared, sink, startup_cpu, loop_started)
             metrics.collectors.append(report)
         pool = await asyncio.to_thread(
             WorkerPool, config.extraction.workers, config.extraction.timeout
@@ -72,18 +73,26 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
 
 
 def _cpu_report(
-    metrics: Metrics, store: StateStore, sink: FileSink, startup: float, loop_started: float
+    metrics: Metrics,
+    traffic: StoreTraffic,
+    shared: bool,
+    sink: FileSink,
+    startup: float,
+    loop_started: float,
 ) -> Callable[[], Awaitable[None]]:
     """CPU by stage in the main process, as running totals: start-up (imports,
     configuration), the event loop's thread (HTTP, scheduling, hand-offs), the state
     store's thread (SQLite; there also the dedup decision and the record's JSON) and the
-    writing of record files. Worker stages are counted per job."""
+    writing of record files. Worker stages are counted per job. Also the state store's
+    round trips per store method."""
     metrics.set_cpu("main_startup", startup)
 
     async def report() -> None:
         metrics.set_cpu("main_loop", time.thread_time() - loop_started)
         # SQLite puts record files from its own thread: counted as writing, not as state.
-        state = store.thread_cpu_seconds - (0.0 if store.shared else sink.thread_cpu_seconds)
+        for call, count in traffic.by_call.items():
+            metrics.counters[("state_round_trips", call)] = float(count)
+        state = traffic.thread_cpu_seconds - (0.0 if shared else sink.thread_cpu_seconds)
         metrics.set_cpu("main_state_thread", max(state, 0.0))
         metrics.set_cpu("main_write_thread", sink.thread_cpu_seconds)
 

@@ -9,6 +9,7 @@ import socket
 from ingestor.config.model import StateConfig
 from ingestor.core.journal import writer_name
 from ingestor.store.protocol import StateStore
+from ingestor.store.traffic import StoreTraffic
 
 
 def instance_id(config: StateConfig) -> str:
@@ -22,7 +23,10 @@ def journal_writer(config: StateConfig) -> str:
     return writer_name(config.instance_id or socket.gethostname())
 
 
-def make_store(config: StateConfig, *, read_only: bool = False) -> StateStore:
+def make_store(
+    config: StateConfig, *, read_only: bool = False, traffic: StoreTraffic | None = None
+) -> StateStore:
+    """`traffic`, when given, counts what the store's calls cost (for the metrics)."""
     if config.url is not None:
         from ingestor.store.postgres import PostgresStateStore
 
@@ -32,8 +36,9 @@ def make_store(config: StateConfig, *, read_only: bool = False) -> StateStore:
             lease_ttl=config.lease_ttl,
             read_only=read_only,
             journal_writer=journal_writer(config),
+            traffic=traffic,
         )
     from ingestor.store.sqlite import SQLiteStateStore
 
     assert config.path is not None  # the loader requires one of path and url
-    return SQLiteStateStore(config.path, read_only=read_only)
+    return SQLiteStateStore(config.path, read_only=read_only, traffic=traffic)

@@ -48,6 +48,7 @@ from ingestor.store.postgres_sql import (
     RECORD_BY,
     write_record,
 )
+from ingestor.store.traffic import names_calls
 
 
 def _put_durably(files: RecordFiles, data: bytes, location: str) -> StagedFile:
@@ -74,6 +75,7 @@ NEAR_CANDIDATES = (
 )
 
 
+@names_calls
 class PostgresStateStore(PostgresFrontier):
     async def fingerprint_schemes(self, since: float) -> set[str]:
         rows = await self._fetch(

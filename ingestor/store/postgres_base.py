@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,11 +29,9 @@ from ingestor.config.values import redact_url
 from ingestor.core.journal import writer_name
 from ingestor.errors import StateError
 from ingestor.store.postgres_schema import migrate
+from ingestor.store.traffic import CURRENT_CALL, StoreTraffic
 
 log = logging.getLogger(__name__)
-# The store method whose statements are being sent (per task, so concurrent calls count
-# apart).
-_CALL: contextvars.ContextVar[str] = contextvars.ContextVar("state_call", default="other")
 T = TypeVar("T")
 
 # A host with no work left is kept this long (it is often wanted again at once).
@@ -47,11 +43,11 @@ def _counting_cursor(owner: PostgresConnection) -> type[psycopg.AsyncCursor[Any]
 
     class CountingCursor(psycopg.AsyncCursor[Any]):
         async def execute(self, *args: Any, **kwargs: Any) -> Any:
-            owner._count(1)
+            owner.traffic.count(1)
             return await super().execute(*args, **kwargs)
 
         async def executemany(self, *args: Any, **kwargs: Any) -> None:
-            owner._count(1)
+            owner.traffic.count(1)
             await super().executemany(*args, **kwargs)
 
     return CountingCursor
@@ -69,6 +65,7 @@ class PostgresConnection:
         read_only: bool = False,
         pool_size: int = 4,
         journal_writer: str = "",
+        traffic: StoreTraffic | None = None,
     ) -> None:
         self.url = url
         self.journal_writer = journal_writer or writer_name(instance_id)
@@ -77,10 +74,7 @@ class PostgresConnection:
         self.instance_id = instance_id
         self.lease_ttl = lease_ttl
         self.read_only = read_only
-        self.round_trips = 0  # statements, BEGINs and COMMITs sent (the benchmark's count)
-        # ...per store method (the name of the method that sent them).
-        self.round_trips_by: Counter[str] = Counter()
-        self.thread_cpu_seconds = 0.0  # its calls run on the event loop: counted there
+        self.traffic = traffic or StoreTraffic()
         self._settle_lock = asyncio.Lock()
         self._pool = AsyncConnectionPool(
             url,
@@ -145,30 +139,20 @@ class PostgresConnection:
     # --- running statements ---
 
     async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        token = _CALL.set(sys._getframe(1).f_code.co_name)
         try:
             async with self._pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
                 return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
-        finally:
-            _CALL.reset(token)
 
     async def _transaction(self, body: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        token = _CALL.set(sys._getframe(1).f_code.co_name)
-        self._count(2)  # BEGIN and COMMIT
+        self.traffic.count(2)  # BEGIN and COMMIT
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await body(conn)
         except psycopg.Error as exc:
             raise StateError(f"state database {self.where}: {exc}") from None
-        finally:
-            _CALL.reset(token)
-
-    def _count(self, trips: int) -> None:
-        self.round_trips += trips
-        self.round_trips_by[_CALL.get()] += trips
 
     # --- what this instance holds ---
 
@@ -198,6 +182,7 @@ class PostgresConnection:
             self._done_with_host(host)
 
     async def _beat(self) -> None:
+        CURRENT_CALL.set("heartbeat")  # this task's own context: its statements count here
         renew_every = max(self.lease_ttl / 3.0, 0.2)
         tick = min(renew_every, 0.5)
         last_renewal = time.monotonic()

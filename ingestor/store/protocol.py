@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -43,11 +42,6 @@ class StateStore(Protocol):
     shared: bool
     journal_writer: str  # whose journal segments this instance appends to ("" with SQLite)
     state_id: str  # the state's identity, made once (set by open); owns one output journal
-    round_trips: int  # calls that reached the database so far (for the benchmark)
-    round_trips_by: Counter[str]  # calls per store method (SQLite may group several)
-    # CPU spent in a thread of the store's own (SQLite's state thread); a store that works
-    # on the event loop (PostgreSQL) counts none here.
-    thread_cpu_seconds: float
 
     async def open(self) -> None: ...
 

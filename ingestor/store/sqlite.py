@@ -31,8 +31,10 @@ from ingestor.store.sqlite_schema import (
     append_journal,
     write_record,
 )
+from ingestor.store.traffic import names_calls
 
 
+@names_calls
 class SQLiteStateStore(SQLiteFrontier):
     async def load_feeds(self) -> dict[str, FeedState]:
         def load() -> dict[str, FeedState]:

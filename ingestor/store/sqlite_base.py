@@ -10,10 +10,8 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 from ingestor.core.state import NearCandidate, RecordFiles
 from ingestor.errors import StateError
 from ingestor.store.sqlite_schema import RECOVERY_HINT, RETENTION_INDEX, SCHEMA, SCHEMA_VERSION
+from ingestor.store.traffic import CURRENT_CALL, StoreTraffic
 
 T = TypeVar("T")
 
@@ -54,7 +53,9 @@ def _run_group(
 
 
 class SQLiteConnection:
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, read_only: bool = False, traffic: StoreTraffic | None = None
+    ) -> None:
         self.path = path
         # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
         self.read_only = read_only
@@ -64,11 +65,7 @@ class SQLiteConnection:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._has_frontier = True
-        self.round_trips = 0  # calls into the state thread (the benchmark's count)
-        # Store method calls served by the state thread, per method (grouped calls share
-        # one call into the thread: each counts here, their group once in round_trips).
-        self.round_trips_by: Counter[str] = Counter()
-        self.thread_cpu_seconds = 0.0  # CPU the state thread spent in calls
+        self.traffic = traffic or StoreTraffic()
         # Group commit: calls waiting for the next shared transaction, and whether one runs.
         self._group: list[_GroupCall] = []
         self._group_running = False
@@ -213,9 +210,8 @@ class SQLiteConnection:
 
     async def _run(self, function: Callable[..., T], *args: Any, calls: Sequence[str] = ()) -> T:
         """`function(*args)` in the state thread; `calls` names the store methods it
-        serves (by default the caller)."""
-        self.round_trips += 1
-        self.round_trips_by.update(calls or (sys._getframe(1).f_code.co_name,))
+        serves (by default the one being served)."""
+        self.traffic.count(1, calls or None)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._timed, function, args)
 
@@ -224,7 +220,7 @@ class SQLiteConnection:
         try:
             return function(*args)
         finally:
-            self.thread_cpu_seconds += time.thread_time() - started
+            self.traffic.thread_cpu_seconds += time.thread_time() - started
 
     async def _grouped(
         self,
@@ -237,7 +233,7 @@ class SQLiteConnection:
         every body and before COMMIT (if that raises, nothing of the group is committed),
         published after COMMIT and abandoned when it fails."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._group.append((sys._getframe(1).f_code.co_name, body, files, future))
+        self._group.append((CURRENT_CALL.get(), body, files, future))
         if not self._group_running:
             # On the loop's next turn: the calls made in this turn join the group.
             self._group_running = True
