@@ -14,8 +14,6 @@ from ingestor.core.settle_steps import (
     Prepare,
     Publish,
     Stage,
-    run_steps,
-    run_steps_async,
     settle_steps,
 )
 from ingestor.core.state import (
@@ -26,6 +24,7 @@ from ingestor.core.state import (
     SettleOutcome,
     StagedFile,
 )
+from ingestor.store.step_driver import run_steps, run_steps_async
 
 LOOKUP = ArticleLookup("r1", "https://e.com/a", "2026/12/04/r1.json", 1.0)
 COMMIT = ArticleCommit(7, "f", "k", 1.0)

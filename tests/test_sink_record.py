@@ -47,7 +47,7 @@ def test_record_validates_against_the_shipped_schema():
 
 
 def _write(sink: FileSink, record, location: str) -> None:
-    staged = sink.put(sink.encode(record), location)
+    staged = sink.put(record.file_bytes(), location)
     sink.sync()
     sink.queue(staged, None)
     sink.publish()
@@ -58,7 +58,7 @@ async def test_atomic_write_layout_and_no_temp_files_left(tmp_path):
     record = make_record()
     location = sink.location_for(record.id, datetime(2024, 5, 6, tzinfo=UTC))
     assert location == f"2024/05/06/{record.id}.json"
-    staged = sink.put(sink.encode(record), location)
+    staged = sink.put(record.file_bytes(), location)
     assert not (tmp_path / location).exists()  # not under its name before the commit
     assert not list(tmp_path.rglob("*.json"))  # and no consumer's glob sees it
     sink.sync()
@@ -94,7 +94,7 @@ async def test_disk_full_leaves_no_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(SinkError, match="disk full"):
-        sink.put(sink.encode(make_record()), "2024/01/01/0123456789abcdef01234567.json")
+        sink.put(make_record().file_bytes(), "2024/01/01/0123456789abcdef01234567.json")
     monkeypatch.setattr(os, "write", real_write)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 

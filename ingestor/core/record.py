@@ -64,6 +64,10 @@ class Record:
             self.to_dict(), ensure_ascii=False, indent=2 if pretty else None, sort_keys=False
         ).encode("utf-8")
 
+    def file_bytes(self, pretty: bool = False) -> bytes:
+        """The record's file in the output (output.pretty: indented)."""
+        return self.to_json(pretty) + b"\n"
+
 
 _FIELD_NAMES = tuple(f.name for f in fields(Record))
 

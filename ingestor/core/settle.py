@@ -5,7 +5,6 @@ ArticlePrep) and what the worker made of it. Pure: the settle sequence (core.set
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +18,6 @@ from ingestor.core.dedup import (
     judge_duplicate,
 )
 from ingestor.core.frontier import FrontierItem
-from ingestor.core.record import Record
 from ingestor.core.state import (
     ArticleCommit,
     ArticlePrep,
@@ -48,7 +46,7 @@ def decide_article(
     facts: ArticleFacts,
     dedup: DedupConfig,
     scheme: str,
-    encode: Callable[[Record], bytes],
+    pretty: bool,
     prep: ArticlePrep,
 ) -> Settlement:
     item, analysis, now = facts.item, facts.analysis, facts.now
@@ -108,7 +106,7 @@ def decide_article(
     return Settlement(
         article_commit(item, record=commit_item, failure=facts.failure),
         SettleOutcome.WRITTEN_DUPLICATE if verdict.is_duplicate else SettleOutcome.WRITTEN,
-        output=(encode(record), prep.location),
+        output=(record.file_bytes(pretty), prep.location),
         duplicate_kind=kind,
         updated=updated_at is not None,
     )

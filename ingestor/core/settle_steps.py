@@ -9,17 +9,17 @@
                                     # its journal line
 
 The generator only decides the order; it yields each step that touches the database or
-the files, and a backend's driver performs it and sends the result back. SQLite performs
-every step of a group of articles inside one transaction in its thread (the staged files
-are synced once, before COMMIT, and published after it); PostgreSQL performs Prepare and
-Commit as one round trip each and the file steps in a thread.
+the files, and a backend performs it and sends the result back (store/step_driver.py).
+SQLite performs every step of a group of articles inside one transaction in its thread
+(the staged files are synced once, before COMMIT, and published after it); PostgreSQL
+performs Prepare and Commit as one round trip each and the file steps in a thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ingestor.core.journal import JournalEntry
 from ingestor.core.state import (
@@ -29,8 +29,6 @@ from ingestor.core.state import (
     Settlement,
     StagedFile,
 )
-
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -90,47 +88,3 @@ def settle_steps(lookup: ArticleLookup, decide: Callable[[ArticlePrep], Settleme
     if staged is not None or entry is not None:
         yield Publish(staged, entry)
     return settlement
-
-
-class _Driver:
-    """Where a run of `steps` is: the last step's result or error, and the final value."""
-
-    def __init__(self, steps: Generator[Any, Any, R]) -> None:
-        self.steps = steps
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.value: Any = None
-
-    def next_step(self) -> Any:
-        """The next step (the last result or error sent in); None once the steps end."""
-        try:
-            if self.error is not None:
-                return self.steps.throw(self.error)
-            return self.steps.send(self.result)
-        except StopIteration as done:
-            self.value = done.value
-            return None
-
-
-def run_steps(steps: Generator[Any, Any, R], perform: Callable[[Any], Any]) -> R:
-    """Drive `steps`, performing each with `perform`; its errors go back into `steps`."""
-    run = _Driver(steps)
-    while (step := run.next_step()) is not None:
-        try:
-            run.result, run.error = perform(step), None
-        except BaseException as exc:
-            run.result, run.error = None, exc
-    return run.value  # type: ignore[no-any-return]
-
-
-async def run_steps_async(
-    steps: Generator[Any, Any, R], perform: Callable[[Any], Awaitable[Any]]
-) -> R:
-    """run_steps for a backend whose steps are awaited."""
-    run = _Driver(steps)
-    while (step := run.next_step()) is not None:
-        try:
-            run.result, run.error = await perform(step), None
-        except BaseException as exc:
-            run.result, run.error = None, exc
-    return run.value  # type: ignore[no-any-return]

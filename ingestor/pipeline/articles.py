@@ -360,7 +360,7 @@ class ArticleWorker(UsesParts):
             ArticleFacts(feed, item, url, canonical, rid, analysis, failure, now),
             self.config.dedup,
             self.scheme,
-            self.sink.encode,
+            self.config.output.pretty,
         )
         started = time.perf_counter()
         settlement = await self.store.settle_article(settle_steps(lookup, decide), self.sink)

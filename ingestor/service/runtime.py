@@ -43,7 +43,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
                 output.journal_segment_size,
                 output.journal_segment_age,
             )
-        sink = FileSink(output.dir, output.pretty, journal, store.journal_writer)
+        sink = FileSink(output.dir, journal, store.journal_writer)
         sink.prepare()
         await reconcile_journal(store, sink, config.state.where)
         if metrics is not None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 from ingestor.core.journal import JournalEntry
-from ingestor.core.record import Record
 from ingestor.core.state import RecordFiles, StagedFile
 from ingestor.errors import SinkError
 from ingestor.sink.fsync import fsync_directory
@@ -32,10 +31,6 @@ class OutputSink(RecordFiles, Protocol):
     publish_errors: int  # publications that failed after their commit (retried)
 
     def location_for(self, record_id: str, first_ingested: datetime) -> str: ...
-
-    def encode(self, record: Record) -> bytes:
-        """The record as this sink stores it."""
-        ...
 
     def prepare(self) -> None:
         """Called once at start: fail early if unusable."""
@@ -66,7 +61,6 @@ class FileSink:
     def __init__(
         self,
         directory: Path,
-        pretty: bool = False,
         journal: JournalWriter | None = None,
         writer: str = "",
     ) -> None:
@@ -75,7 +69,6 @@ class FileSink:
         # settles only its own leftovers at start, never a live neighbour's.
         self._staged_prefix = f".{writer or '_'}."
         self.staging = directory / STAGING_DIR
-        self.pretty = pretty
         self.journal = journal
         self.thread_cpu_seconds = 0.0  # CPU spent writing, in the writing threads
         self.publish_errors = 0
@@ -116,9 +109,6 @@ class FileSink:
                 leftover.unlink()
                 removed += 1
         return removed
-
-    def encode(self, record: Record) -> bytes:
-        return record.to_json(self.pretty) + b"\n"
 
     # --- inside the store's transaction ---
 

@@ -20,7 +20,6 @@ from ingestor.core.settle_steps import (
     SettleStep,
     SettleSteps,
     Stage,
-    run_steps_async,
 )
 from ingestor.core.state import (
     ArticleLookup,
@@ -48,6 +47,7 @@ from ingestor.store.postgres_sql import (
     RECORD_BY,
     write_record,
 )
+from ingestor.store.step_driver import run_steps_async
 from ingestor.store.traffic import names_calls
 
 

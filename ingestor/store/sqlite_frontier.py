@@ -18,7 +18,6 @@ from ingestor.core.settle_steps import (
     SettleStep,
     SettleSteps,
     Stage,
-    run_steps,
 )
 from ingestor.core.state import (
     ArticleCommit,
@@ -48,6 +47,7 @@ from ingestor.store.sqlite_schema import (
     release_reservation,
     write_record,
 )
+from ingestor.store.step_driver import run_steps
 
 
 class SQLiteFrontier(SQLiteConnection):
