@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from ingestor.core.state import DedupQuery
+from ingestor.core.state import ArticleCommit, ArticleLookup, DedupQuery, NearCandidate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -143,21 +144,25 @@ def distinct_pairs(corpus: list[Story], rng: random.Random) -> list[tuple[str, s
 async def store_fingerprint(
     store: SQLiteStateStore, record_id: str, fp: Fingerprint, scheme: str
 ) -> None:
-    """Record a finished article with this fingerprint, as the pipeline commits one."""
-    await store.reserve_record(record_id, f"url:{record_id}", "x", 0.0)
-    await store.commit_record(
-        CommitItem(
-            record_id,
-            f"url:{record_id}",
-            fp.content_hash,
-            "f",
-            f"key:{record_id}",
-            scheme,
-            fp.signature,
-            fp.band_keys,
-            1.0,
-        )
+    """Record a finished article with this fingerprint, as the pipeline commits one:
+    prepared (location reserved, body and bands claimed), then committed."""
+    url, key = f"url:{record_id}", f"key:{record_id}"
+    query = DedupQuery(fp.content_hash, scheme, fp.band_keys, 0.0, fp.signature)
+    await store.prepare_article(ArticleLookup(record_id, url, "x", 1.0, query))
+    item = CommitItem(
+        record_id, url, fp.content_hash, "f", key, scheme, fp.signature, fp.band_keys, 1.0
     )
+    await store.commit_article(ArticleCommit(0, "f", key, 1.0, record=item))
+
+
+async def look_up(
+    store: SQLiteStateStore, probe_id: str, fp: Fingerprint, scheme: str
+) -> tuple[str | None, list[NearCandidate]]:
+    """What the pipeline's look-up finds for this body (nothing of it is registered: no
+    signature in the query; its hash is claimed under `probe_id`)."""
+    query = DedupQuery(fp.content_hash, scheme, fp.band_keys, 0.0)
+    prep = await store.prepare_article(ArticleLookup(probe_id, f"url:{probe_id}", "x", 1.0, query))
+    return prep.exact, prep.candidates
 
 
 async def dedup_table(corpus: list[Story]) -> list[str]:
@@ -177,9 +182,7 @@ async def dedup_table(corpus: list[Story]) -> list[str]:
             group = "copy" if n <= len(corpus) * 4 else "distinct"
             scores[group].append(similarity(first.signature, second.signature))
         await store_fingerprint(store, f"a{n}", first, scheme)
-        exact, candidates = await store.duplicate_candidates(
-            DedupQuery(second.content_hash, scheme, second.band_keys, 0.0), f"b{n}"
-        )
+        exact, candidates = await look_up(store, f"b{n}", second, scheme)
         await store.close()
         return judge_duplicate(exact, second.signature, candidates, dedup.threshold).is_duplicate
 
@@ -237,10 +240,10 @@ async def dedup_cost(corpus: list[Story], stored: int = 20_000) -> list[str]:
             await store_fingerprint(store, f"r{i}", fp, scheme)
         queries = [fingerprint(t) for t in texts] * 20
         started = time.perf_counter()
-        for fp in queries:
-            await store.duplicate_candidates(
-                DedupQuery(fp.content_hash, scheme, fp.band_keys, 0.0), "q"
-            )
+        for i, fp in enumerate(queries):
+            # Each query its own body hash: a repeat must not stop at the exact match.
+            unique = replace(fp, content_hash=f"{fp.content_hash}:{i}")
+            await look_up(store, f"q{i}", unique, scheme)
         per_lookup = (time.perf_counter() - started) / len(queries)
         await store.close()
     return [

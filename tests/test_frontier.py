@@ -20,7 +20,7 @@ from ingestor.config.model import FeedConfig, PipelineConfig
 from ingestor.core import frontier, payload
 from ingestor.core.entry import Enclosure, FeedEntry
 from ingestor.core.frontier import Fallback, HostView, Retry
-from ingestor.core.state import DedupQuery, FeedState, PollCommit
+from ingestor.core.state import ArticleLookup, DedupQuery, FeedState, PollCommit
 from ingestor.core.urls import TrackingParams
 from ingestor.errors import (
     BlockedAddressError,
@@ -243,7 +243,8 @@ async def test_a_state_written_by_the_previous_release_migrates_and_keeps_its_hi
         assert await store.journal_since(0, 10) == []
         # Version 3's content claims come from the records already written.
         same_body = DedupQuery("sha256:x", "s", [], 0.0)
-        assert await store.duplicate_candidates(same_body, "r2") == ("r1", [])
+        lookup = ArticleLookup("r2", "http://h/b", "loc/r2.json", NOW, same_body)
+        assert (await store.prepare_article(lookup)).exact == "r1"
     finally:
         await store.close()
 

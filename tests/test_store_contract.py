@@ -91,66 +91,66 @@ async def test_feed_state_round_trips_across_restarts(backend):
     await second.close()
 
 
+async def see(store, feed_id: str, key: str, at: float) -> None:
+    """An entry finished without a record (as a dropped or skipped article is)."""
+    await store.commit_article(ArticleCommit(0, feed_id, key, at))
+
+
+async def finish_record(
+    store, rid: str, content_hash: str, bands, at: float, *, scheme: str = "s1", key: str = "k"
+) -> str:
+    """A record written as the pipeline writes one: prepared (location reserved, body and
+    bands claimed), then committed with its entry. Returns the reserved location."""
+    signature = b"\x01\x00\x00\x00" * 4
+    canonical = f"https://e.com/{rid}"
+    query = DedupQuery(content_hash, scheme, list(bands), 0.0, signature)
+    prep = await store.prepare_article(ArticleLookup(rid, canonical, f"loc/{rid}.json", at, query))
+    record = CommitItem(rid, canonical, content_hash, "f", key, scheme, signature, list(bands), at)
+    await store.commit_article(ArticleCommit(0, "f", key, at, record=record))
+    return prep.location
+
+
+async def probe(store, probe_id: str, content_hash: str, bands, since: float = 0.0, scheme="s1"):
+    """What dedup finds for a body (the probe claims its own hash: use one hash per probe)."""
+    query = DedupQuery(content_hash, scheme, list(bands), since)
+    prep = await store.prepare_article(
+        ArticleLookup(probe_id, f"https://e.com/{probe_id}", f"loc/{probe_id}.json", NOW, query)
+    )
+    return prep.exact, [c.record_id for c in prep.candidates]
+
+
 async def test_seen_entries_and_record_lifecycle(store):
     assert await unseen(store, "f", ["a", "b"]) == {"a", "b"}
-    await store.mark_entries_seen("f", ["a"], 1.0)
+    await see(store, "f", "a", 1.0)
     assert await unseen(store, "f", ["a", "b"]) == {"b"}
     assert await unseen(store, "other-feed", ["a"]) == {"a"}
 
-    location = await store.reserve_record("r1", "https://e.com/1", "2024/01/01/r1.json", 1.0)
+    lookup = ArticleLookup("r1", "https://e.com/r1", "2024/01/01/r1.json", 1.0)
+    location = (await store.prepare_article(lookup)).location
     # A redo on another day keeps the first reservation (same file, no duplicate).
-    assert await store.reserve_record("r1", "https://e.com/1", "2024/01/02/r1.json", 2.0) == (
-        location
-    )
-    ref = await store.record_by_canonical("https://e.com/1")
+    redo = replace(lookup, location="2024/01/02/r1.json", now=2.0)
+    assert (await store.prepare_article(redo)).location == location == "2024/01/01/r1.json"
+    ref = await store.record_by_canonical("https://e.com/r1")
     assert ref is not None and not ref.done
-    await store.commit_record(
-        CommitItem(
-            "r1",
-            "https://e.com/1",
-            "sha256:h",
-            "f",
-            "b",
-            "s1",
-            b"\x01\x00\x00\x00" * 4,
-            [11, 22],
-            5.0,
-        )
-    )
-    assert (await store.record_by_canonical("https://e.com/1")).done
-    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [22], 0.0), "r2") == (
-        "r1",
-        [],
-    )
-    assert await store.duplicate_candidates(DedupQuery("sha256:h", "s1", [], 0.0), "r1") == (
-        None,
-        [],
-    )
+    await finish_record(store, "r1", "sha256:h", [11, 22], 5.0, key="b")
+    assert (await store.record_by_canonical("https://e.com/r1")).done
     assert await unseen(store, "f", ["b"]) == set()
-    _exact, near = await store.duplicate_candidates(
-        DedupQuery("sha256:x", "s1", [22, 99], 0.0), "r2"
-    )
-    assert [c.record_id for c in near] == ["r1"]
-    assert await store.duplicate_candidates(DedupQuery("sha256:x", "other", [22], 0.0), "r2") == (
-        None,
-        [],
-    )
+    assert await probe(store, "p1", "sha256:h", [22]) == ("r1", [])
+    assert await probe(store, "r1", "sha256:h", []) == (None, [])  # not its own duplicate
+    assert await probe(store, "p2", "sha256:x2", [22, 99]) == (None, ["r1"])
+    assert await probe(store, "p3", "sha256:x3", [22], scheme="other") == (None, [])
     # Outside the time window:
-    assert await store.duplicate_candidates(DedupQuery("sha256:x", "s1", [22], 10.0), "r2") == (
-        None,
-        [],
-    )
+    assert await probe(store, "p4", "sha256:x4", [22], since=10.0) == (None, [])
 
 
 async def test_prune_forgets_old_keys_and_fingerprints(store):
-    await store.mark_entries_seen("f", ["old"], 1.0)
-    await store.mark_entries_seen("f", ["new"], 1000.0)
-    await store.reserve_record("r1", "u1", "l1", 1.0)
-    await store.commit_record(CommitItem("r1", "u1", "h", "f", "k", "s", b"\0" * 8, [5], 1.0))
+    await see(store, "f", "old", 1.0)
+    await see(store, "f", "new", 1000.0)
+    await finish_record(store, "r1", "h", [5], 1.0)
     removed = await store.prune(1000.0, seen_max_age=500.0, fingerprint_window=500.0)
     assert removed >= 2
     assert await unseen(store, "f", ["old", "new"]) == {"old"}
-    assert await store.duplicate_candidates(DedupQuery("h2", "s", [5], 0.0), "x") == (None, [])
+    assert await probe(store, "x", "h2", [5]) == (None, [])
 
 
 def _items(feed_id: str, n: int, host: str = "h:80", now: float = NOW) -> list[frontier.NewItem]:
@@ -400,12 +400,7 @@ async def test_articles_settled_together_see_each_other_and_their_files_come_fir
 
 
 async def test_candidates_of_the_previous_minhash_scheme_come_back_marked(store):
-    await store.reserve_record("old", "https://e.com/old", "loc/old.json", NOW - 50)
-    await store.commit_record(
-        CommitItem(
-            "old", "https://e.com/old", "sha256:o", "f", "k", "s0", b"\1" * 16, [7], NOW - 50
-        )
-    )
+    await finish_record(store, "old", "sha256:o", [7], NOW - 50, scheme="s0")
     assert await store.fingerprint_schemes(NOW - 100) == {"s0"}
     assert await store.fingerprint_schemes(NOW) == set()
     legacy = DedupQuery("sha256:n", "s0", [7], NOW - 100, b"\1" * 16)

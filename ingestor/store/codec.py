@@ -51,3 +51,10 @@ def frontier_item(row: tuple[Any, ...]) -> FrontierItem:
     # In FrontierItem's field order (the names above say which is which).
     item = (item_id, feed_id, entry, canonical, host, title, language, bool(is_update))
     return FrontierItem(*item, attempts, enqueued, error, known, settings)
+
+
+# A record's row as record_ref reads it (the caller adds the condition).
+RECORD_BY = (
+    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested, "
+    "deleted_at IS NOT NULL FROM records WHERE "
+)

@@ -24,8 +24,6 @@ from ingestor.core.settle_steps import (
 from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
-    CommitItem,
-    DedupQuery,
     EntryVersion,
     FeedState,
     NearCandidate,
@@ -36,17 +34,13 @@ from ingestor.core.state import (
 )
 from ingestor.store.codec import (
     JOURNAL_COLUMNS,
+    RECORD_BY,
     feed_from_json,
     feed_to_json,
     journal_entry,
     record_ref,
 )
 from ingestor.store.postgres_frontier import PostgresFrontier
-from ingestor.store.postgres_sql import (
-    ENTRY_SEEN,
-    RECORD_BY,
-    write_record,
-)
 from ingestor.store.step_driver import run_steps_async
 from ingestor.store.traffic import names_calls
 
@@ -188,11 +182,6 @@ class PostgresStateStore(PostgresFrontier):
         if rows:
             await self._transaction(save)
 
-    async def delete_feeds(self, feed_ids: Iterable[str]) -> None:
-        ids = list(feed_ids)
-        if ids:
-            await self._fetch("DELETE FROM feeds WHERE feed_id = ANY(%s)", (ids,))
-
     async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
         if not keys:
             return {}
@@ -203,61 +192,9 @@ class PostgresStateStore(PostgresFrontier):
         )
         return {key: EntryVersion(updated, digest) for key, updated, digest in rows}
 
-    async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None:
-        rows = [(feed_id, key, now, None, None, None) for key in keys]
-
-        async def mark(conn: psycopg.AsyncConnection) -> None:
-            async with conn.cursor() as cursor:
-                await cursor.executemany(ENTRY_SEEN, rows)
-
-        if rows:
-            await self._transaction(mark)
-
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
         rows = await self._fetch(RECORD_BY + "canonical_url = %s", (canonical_url,))
         return record_ref(rows[0]) if rows else None
-
-    async def reserve_record(
-        self, record_id: str, canonical_url: str, location: str, now: float
-    ) -> str:
-        async def reserve(conn: psycopg.AsyncConnection) -> str:
-            return await _reserve(conn, record_id, canonical_url, location, now) or location
-
-        return await self._transaction(reserve)
-
-    async def signature_of(self, record_id: str) -> bytes | None:
-        rows = await self._fetch(
-            "SELECT signature FROM fingerprints WHERE record_id = %s", (record_id,)
-        )
-        return bytes(rows[0][0]) if rows else None
-
-    async def duplicate_candidates(
-        self, query: DedupQuery, exclude_id: str
-    ) -> tuple[str | None, list[NearCandidate]]:
-        async def lookup(conn: psycopg.AsyncConnection) -> tuple[str | None, list[NearCandidate]]:
-            exact = await _claimed_by(conn, query.content_hash, exclude_id)
-            if exact is not None:
-                return exact, []
-            return None, await _near(conn, query, exclude_id)
-
-        return await self._transaction(lookup)
-
-    async def commit_record(self, item: CommitItem) -> None:
-        async def commit(conn: psycopg.AsyncConnection) -> None:
-            await write_record(conn, item)
-            await conn.execute(
-                ENTRY_SEEN,
-                (
-                    item.feed_id,
-                    item.entry_key,
-                    item.committed_at,
-                    item.record_id,
-                    item.entry_updated,
-                    None,
-                ),
-            )
-
-        await self._transaction(commit)
 
     async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
         """One call (ingestor_prepare_article): reserve the location, claim the body's hash
@@ -344,39 +281,3 @@ class PostgresStateStore(PostgresFrontier):
             "SELECT instance_id, started_at, seen_at FROM instances ORDER BY seen_at DESC"
         )
         return [(i, float(s), float(seen)) for i, s, seen in rows]
-
-
-async def _reserve(
-    conn: psycopg.AsyncConnection, record_id: str, canonical: str, location: str, now: float
-) -> str | None:
-    """Reserve a record's location; returns the earlier reservation's location if any."""
-    cursor = await conn.execute(
-        "INSERT INTO records (record_id, canonical_url, location, done, first_ingested) "
-        "VALUES (%s, %s, %s, false, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (record_id, canonical, location, now),
-    )
-    if await cursor.fetchone() is not None:
-        return None
-    cursor = await conn.execute("SELECT location FROM records WHERE record_id = %s", (record_id,))
-    row = await cursor.fetchone()
-    return str(row[0]) if row else location
-
-
-async def _claimed_by(conn: psycopg.AsyncConnection, content_hash: str, me: str) -> str | None:
-    cursor = await conn.execute(
-        "SELECT record_id FROM content_claims WHERE content_hash = %s AND record_id != %s",
-        (content_hash, me),
-    )
-    row = await cursor.fetchone()
-    return str(row[0]) if row else None
-
-
-async def _near(
-    conn: psycopg.AsyncConnection, query: DedupQuery, exclude_id: str
-) -> list[NearCandidate]:
-    if not query.band_keys:
-        return []
-    cursor = await conn.execute(
-        NEAR_CANDIDATES, (list(query.band_keys), query.scheme, query.since, exclude_id)
-    )
-    return [NearCandidate(r[0], bytes(r[1]), float(r[2])) for r in await cursor.fetchall()]

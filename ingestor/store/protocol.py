@@ -12,14 +12,11 @@ from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
     ClaimResult,
-    CommitItem,
-    DedupQuery,
     EntryVersion,
     FeedClaims,
     FeedState,
     FrontierSummary,
     ItemRetry,
-    NearCandidate,
     PollCommit,
     RecordFiles,
     RecordRef,
@@ -53,30 +50,11 @@ class StateStore(Protocol):
 
     async def save_feeds(self, states: Iterable[FeedState]) -> None: ...
 
-    async def delete_feeds(self, feed_ids: Iterable[str]) -> None: ...
-
     async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
         """The keys among `keys` this feed produced before, with what is known of them."""
         ...
 
-    async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None: ...
-
-    async def signature_of(self, record_id: str) -> bytes | None: ...
-
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None: ...
-
-    async def reserve_record(
-        self, record_id: str, canonical_url: str, location: str, now: float
-    ) -> str: ...
-
-    async def duplicate_candidates(
-        self, query: DedupQuery, exclude_id: str
-    ) -> tuple[str | None, list[NearCandidate]]:
-        """The earliest finished record with this exact body hash, else the records that
-        share an LSH band with these keys (same scheme, ingested since `since`)."""
-        ...
-
-    async def commit_record(self, item: CommitItem) -> None: ...
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int: ...
 

@@ -7,16 +7,14 @@ from collections.abc import Iterable, Sequence
 
 from ingestor.core.journal import JournalChange, JournalEntry
 from ingestor.core.state import (
-    CommitItem,
-    DedupQuery,
     EntryVersion,
     FeedState,
-    NearCandidate,
     RecordFiles,
     RecordRef,
 )
 from ingestor.store.codec import (
     JOURNAL_COLUMNS,
+    RECORD_BY,
     feed_from_json,
     feed_to_json,
     journal_entry,
@@ -25,11 +23,8 @@ from ingestor.store.codec import (
 from ingestor.store.sqlite_frontier import SQLiteFrontier
 from ingestor.store.sqlite_schema import (
     BATCH,
-    ENTRY_SEEN,
-    RECORD_BY,
     SAVE_FEED,
     append_journal,
-    write_record,
 )
 from ingestor.store.traffic import names_calls
 
@@ -56,15 +51,6 @@ class SQLiteStateStore(SQLiteFrontier):
         if rows:
             await self._run(self._transaction, save)
 
-    async def delete_feeds(self, feed_ids: Iterable[str]) -> None:
-        ids = [(f,) for f in feed_ids]
-
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.executemany("DELETE FROM feeds WHERE feed_id = ?", ids)
-
-        if ids:
-            await self._run(self._transaction, delete)
-
     async def entry_versions(self, feed_id: str, keys: Sequence[str]) -> dict[str, EntryVersion]:
         def lookup() -> dict[str, EntryVersion]:
             found: dict[str, EntryVersion] = {}
@@ -82,86 +68,12 @@ class SQLiteStateStore(SQLiteFrontier):
 
         return await self._run(lookup)
 
-    async def mark_entries_seen(self, feed_id: str, keys: Sequence[str], now: float) -> None:
-        rows = [(feed_id, key, now, None, None, None) for key in keys]
-
-        def mark(conn: sqlite3.Connection) -> None:
-            conn.executemany(ENTRY_SEEN, rows)
-
-        if rows:
-            await self._run(self._transaction, mark)
-
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
         def lookup() -> RecordRef | None:
             row = self.conn.execute(RECORD_BY + "canonical_url = ?", (canonical_url,)).fetchone()
             return record_ref(row) if row else None
 
         return await self._run(lookup)
-
-    async def reserve_record(
-        self, record_id: str, canonical_url: str, location: str, now: float
-    ) -> str:
-        """Claim a location for a record before its file is written; returns the location
-        to use (an earlier claim wins, so a redo after a crash rewrites the same file)."""
-
-        def reserve(conn: sqlite3.Connection) -> str:
-            row = conn.execute(
-                "SELECT location FROM records WHERE record_id = ?", (record_id,)
-            ).fetchone()
-            if row is not None:
-                return str(row[0])
-            conn.execute(
-                "INSERT INTO records (record_id, canonical_url, location, done, first_ingested) "
-                "VALUES (?, ?, ?, 0, ?)",
-                (record_id, canonical_url, location, now),
-            )
-            return location
-
-        return await self._run(self._transaction, reserve)
-
-    async def signature_of(self, record_id: str) -> bytes | None:
-        def lookup() -> bytes | None:
-            row = self.conn.execute(
-                "SELECT signature FROM fingerprints WHERE record_id = ?", (record_id,)
-            ).fetchone()
-            return bytes(row[0]) if row else None
-
-        return await self._run(lookup)
-
-    async def duplicate_candidates(
-        self, query: DedupQuery, exclude_id: str
-    ) -> tuple[str | None, list[NearCandidate]]:
-        content_hash, scheme, band_keys, since = (
-            query.content_hash,
-            query.scheme,
-            query.band_keys,
-            query.since,
-        )
-
-        def lookup() -> tuple[str | None, list[NearCandidate]]:
-            exact = self._find_exact(content_hash, exclude_id)
-            if exact is not None:
-                return exact, []
-            return None, self._near_candidates(scheme, band_keys, since, exclude_id)
-
-        return await self._run(lookup)
-
-    async def commit_record(self, item: CommitItem) -> None:
-        def commit(conn: sqlite3.Connection) -> None:
-            write_record(conn, item)
-            conn.execute(
-                ENTRY_SEEN,
-                (
-                    item.feed_id,
-                    item.entry_key,
-                    item.committed_at,
-                    item.record_id,
-                    item.entry_updated,
-                    None,
-                ),
-            )
-
-        await self._run(self._transaction, commit)
 
     async def journal_since(
         self, seq: int, limit: int, writer: str | None = None

@@ -33,14 +33,13 @@ from ingestor.core.state import (
     RecordFiles,
     Settlement,
 )
-from ingestor.store.codec import feed_from_json, feed_to_json, frontier_item, record_ref
+from ingestor.store.codec import RECORD_BY, feed_from_json, feed_to_json, frontier_item, record_ref
 from ingestor.store.sqlite_base import SQLiteConnection
 from ingestor.store.sqlite_schema import (
     BATCH,
     CLAIM_COLUMNS,
     ENTRY_SEEN,
     HOST_WAIT,
-    RECORD_BY,
     SAVE_FEED,
     append_journal,
     register_fingerprint,

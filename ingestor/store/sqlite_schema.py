@@ -182,12 +182,6 @@ def release_reservation(conn: sqlite3.Connection, record_id: str) -> None:
         conn.execute(f"DELETE FROM {table} WHERE record_id = ?", (record_id,))
 
 
-RECORD_BY = (
-    "SELECT record_id, canonical_url, location, done, content_hash, first_ingested, "
-    "deleted_at IS NOT NULL FROM records WHERE "
-)
-
-
 def append_journal(conn: sqlite3.Connection, change: JournalChange, writer: str) -> JournalEntry:
     row = conn.execute(
         f"INSERT INTO journal (op, record_id, path, content_hash, at, writer) "
