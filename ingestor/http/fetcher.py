@@ -193,7 +193,7 @@ class Fetcher:
         for attempt in range(attempts):
             try:
                 return await self._follow_redirects(
-                    url, max_bytes, dict(headers or {}), options, budget
+                    url, _Ask(max_bytes, dict(headers or {}), options, budget)
                 )
             except FetchError as exc:
                 # A request that ran out its whole time is not sent again at once: a
@@ -210,14 +210,7 @@ class Fetcher:
 
     # --- internals ---
 
-    async def _follow_redirects(
-        self,
-        url: str,
-        max_bytes: int,
-        headers: dict[str, str],
-        options: RequestOptions,
-        budget: _Budget,
-    ) -> FetchResult:
+    async def _follow_redirects(self, url: str, ask: _Ask) -> FetchResult:
         current = url
         visited = {url}
         permanent_url: str | None = None
@@ -226,10 +219,8 @@ class Fetcher:
             _check_scheme(current)
             if host_key(current) != host_key(url):
                 # A feed's own headers and credentials never follow it to another host.
-                options = replace(options, headers=(), auth=None)
-            status, response_headers, body = await self._request(
-                current, max_bytes, headers, options, budget
-            )
+                ask = replace(ask, options=replace(ask.options, headers=(), auth=None))
+            status, response_headers, body = await self._request(current, ask)
             if status in _REDIRECTS:
                 location = response_headers.get("Location")
                 if not location:
@@ -270,16 +261,10 @@ class Fetcher:
             max_age=parse_freshness(headers, time.time()),
         )
 
-    async def _request(
-        self,
-        url: str,
-        max_bytes: int,
-        headers: dict[str, str],
-        options: RequestOptions,
-        budget: _Budget,
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async def _request(self, url: str, ask: _Ask) -> tuple[int, CIMultiDictProxy[str], bytes]:
         if self._session is None:
             raise RuntimeError("Fetcher is not open")
+        max_bytes, headers, options, budget = ask.max_bytes, ask.headers, ask.options, ask.budget
         sent = {**dict(options.headers), **headers}
         if options.user_agent:
             sent["User-Agent"] = options.user_agent
@@ -344,6 +329,16 @@ class Fetcher:
             log.info("robots.txt unreachable, treating host as disallowed for now: %s", exc)
             return 0, b""
         return result.status, result.body
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What every request of one fetch carries: its caps, headers, options and time."""
+
+    max_bytes: int
+    headers: dict[str, str]
+    options: RequestOptions
+    budget: _Budget
 
 
 class _Budget:

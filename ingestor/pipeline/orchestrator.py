@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from ingestor.analyze.pool import WorkerPool
 from ingestor.config.model import Config, FeedConfig
 from ingestor.core import frontier
-from ingestor.core.frontier import FrontierItem
 from ingestor.core.metrics import Metrics
 from ingestor.core.state import FeedState
 from ingestor.http.fetcher import Fetcher
@@ -70,6 +69,8 @@ class Pipeline:
             signals=self.signals,
         )
         self.poller = FeedPoller(parts, self.dispatcher)
+        # Poll one feed now (the daemon's scheduler, run --once): FeedPoller.poll_feed.
+        self.poll_feed = self.poller.poll_feed
         store.watch_hosts(fetcher.limiter.ready_at)
         self.metrics.gauges["articles_in_flight"] = lambda: float(self.dispatcher.in_flight)
         self.metrics.gauges["frontier_hosts_waiting"] = lambda: float(
@@ -85,18 +86,6 @@ class Pipeline:
     @property
     def states(self) -> dict[str, FeedState]:
         return self.poller.states
-
-    async def poll_feed(
-        self,
-        feed: FeedConfig,
-        force: bool = False,
-        after_wait: bool = False,
-        claimed: FeedState | None = None,
-    ) -> PollOutcome:
-        return await self.poller.poll_feed(feed, force, after_wait, claimed)
-
-    async def process_item(self, item: FrontierItem) -> float | None:
-        return await self.articles.process_item(item)
 
     def _count(self, result: Article | None) -> None:
         if result is None:

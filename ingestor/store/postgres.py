@@ -11,16 +11,8 @@ from functools import partial
 
 import psycopg
 
+from ingestor.core import settle_steps as steps
 from ingestor.core.journal import JournalChange, JournalEntry, with_seq
-from ingestor.core.settle_steps import (
-    Commit,
-    CommitFailed,
-    Prepare,
-    Publish,
-    SettleStep,
-    SettleSteps,
-    Stage,
-)
 from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
@@ -32,14 +24,7 @@ from ingestor.core.state import (
     Settlement,
     StagedFile,
 )
-from ingestor.store.codec import (
-    JOURNAL_COLUMNS,
-    RECORD_BY,
-    feed_from_json,
-    feed_to_json,
-    journal_entry,
-    record_ref,
-)
+from ingestor.store import codec
 from ingestor.store.postgres_frontier import PostgresFrontier
 from ingestor.store.step_driver import run_steps_async
 from ingestor.store.traffic import names_calls
@@ -77,25 +62,25 @@ class PostgresStateStore(PostgresFrontier):
         )
         return {row[0] for row in rows}
 
-    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
+    async def settle_article(self, sequence: steps.SettleSteps, files: RecordFiles) -> Settlement:
         """Two round trips (Prepare and Commit), as the database's own functions
         (ingestor_prepare_article, ingestor_commit_article) keep racing instances apart;
         within this one a lock keeps articles (and their journal lines) in order, as
         SQLite's thread does."""
         async with self._settle_lock:
-            return await run_steps_async(steps, partial(self._perform, files))
+            return await run_steps_async(sequence, partial(self._perform, files))
 
-    async def _perform(self, files: RecordFiles, step: SettleStep) -> object:
+    async def _perform(self, files: RecordFiles, step: steps.SettleStep) -> object:
         match step:
-            case Prepare(lookup):
+            case steps.Prepare(lookup):
                 return await self.prepare_article(lookup)
-            case Stage(data, location):
+            case steps.Stage(data, location):
                 return await asyncio.to_thread(_put_durably, files, data, location)
-            case Commit(commit):
+            case steps.Commit(commit):
                 return await self._commit_article(commit)
-            case CommitFailed():
+            case steps.CommitFailed():
                 pass  # whether the database committed is unknown: the next start settles it
-            case Publish(staged, entry):
+            case steps.Publish(staged, entry):
                 await asyncio.to_thread(_publish, files, staged, entry)
         return None
 
@@ -105,20 +90,20 @@ class PostgresStateStore(PostgresFrontier):
         where = "seq > %s" + ("" if writer is None else " AND writer = %s")
         args: tuple[object, ...] = (seq,) if writer is None else (seq, writer)
         rows = await self._fetch(
-            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT %s",
+            f"SELECT {codec.JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT %s",
             (*args, limit),
         )
-        return [journal_entry(row) for row in rows]
+        return [codec.journal_entry(row) for row in rows]
 
     async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:
         if not record_ids:
             return {}
         rows = await self._fetch(
-            f"SELECT DISTINCT ON (record_id) {JOURNAL_COLUMNS} FROM journal "
+            f"SELECT DISTINCT ON (record_id) {codec.JOURNAL_COLUMNS} FROM journal "
             "WHERE record_id = ANY(%s) ORDER BY record_id, seq DESC",
             (list(dict.fromkeys(record_ids)),),
         )
-        return {row[2]: journal_entry(row) for row in rows}
+        return {row[2]: codec.journal_entry(row) for row in rows}
 
     async def expire_records(
         self, before: float, now: float, limit: int, files: RecordFiles
@@ -166,14 +151,14 @@ class PostgresStateStore(PostgresFrontier):
 
     async def load_feeds(self) -> dict[str, FeedState]:
         rows = await self._fetch("SELECT data FROM feeds")
-        states = (feed_from_json(row[0]) for row in rows)
+        states = (codec.feed_from_json(row[0]) for row in rows)
         return {s.feed_id: s for s in states}
 
     async def save_feed(self, state: FeedState) -> None:
         await self.save_feeds([state])
 
     async def save_feeds(self, states: Iterable[FeedState]) -> None:
-        rows = [(s.feed_id, feed_to_json(s), s.next_due) for s in states]
+        rows = [(s.feed_id, codec.feed_to_json(s), s.next_due) for s in states]
 
         async def save(conn: psycopg.AsyncConnection) -> None:
             async with conn.cursor() as cursor:
@@ -193,8 +178,8 @@ class PostgresStateStore(PostgresFrontier):
         return {key: EntryVersion(updated, digest) for key, updated, digest in rows}
 
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
-        rows = await self._fetch(RECORD_BY + "canonical_url = %s", (canonical_url,))
-        return record_ref(rows[0]) if rows else None
+        rows = await self._fetch(codec.RECORD_BY + "canonical_url = %s", (canonical_url,))
+        return codec.record_ref(rows[0]) if rows else None
 
     async def prepare_article(self, lookup: ArticleLookup) -> ArticlePrep:
         """One call (ingestor_prepare_article): reserve the location, claim the body's hash

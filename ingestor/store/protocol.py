@@ -117,7 +117,7 @@ class StateStore(Protocol):
         """The MinHash schemes of the fingerprints ingested since `since`."""
         ...
 
-    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
+    async def settle_article(self, sequence: SettleSteps, files: RecordFiles) -> Settlement:
         """Perform the settle sequence (core.settle_steps: prepare, decide, stage the file,
         commit, publish) with this backend's primitives, in one transaction where the
         backend allows it (SQLite: one transaction and one call into its thread, shared by

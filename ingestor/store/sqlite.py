@@ -12,14 +12,7 @@ from ingestor.core.state import (
     RecordFiles,
     RecordRef,
 )
-from ingestor.store.codec import (
-    JOURNAL_COLUMNS,
-    RECORD_BY,
-    feed_from_json,
-    feed_to_json,
-    journal_entry,
-    record_ref,
-)
+from ingestor.store import codec
 from ingestor.store.sqlite_frontier import SQLiteFrontier
 from ingestor.store.sqlite_schema import (
     BATCH,
@@ -34,7 +27,7 @@ class SQLiteStateStore(SQLiteFrontier):
     async def load_feeds(self) -> dict[str, FeedState]:
         def load() -> dict[str, FeedState]:
             rows = self.conn.execute("SELECT data FROM feeds").fetchall()
-            states = (feed_from_json(row[0]) for row in rows)
+            states = (codec.feed_from_json(row[0]) for row in rows)
             return {s.feed_id: s for s in states}
 
         return await self._run(load)
@@ -43,7 +36,7 @@ class SQLiteStateStore(SQLiteFrontier):
         await self.save_feeds([state])
 
     async def save_feeds(self, states: Iterable[FeedState]) -> None:
-        rows = [(s.feed_id, feed_to_json(s), s.next_due) for s in states]
+        rows = [(s.feed_id, codec.feed_to_json(s), s.next_due) for s in states]
 
         def save(conn: sqlite3.Connection) -> None:
             conn.executemany(SAVE_FEED, rows)
@@ -70,8 +63,9 @@ class SQLiteStateStore(SQLiteFrontier):
 
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None:
         def lookup() -> RecordRef | None:
-            row = self.conn.execute(RECORD_BY + "canonical_url = ?", (canonical_url,)).fetchone()
-            return record_ref(row) if row else None
+            sql = codec.RECORD_BY + "canonical_url = ?"
+            row = self.conn.execute(sql, (canonical_url,)).fetchone()
+            return codec.record_ref(row) if row else None
 
         return await self._run(lookup)
 
@@ -82,10 +76,10 @@ class SQLiteStateStore(SQLiteFrontier):
             where = "seq > ?" + ("" if writer is None else " AND writer = ?")
             args: tuple[object, ...] = (seq,) if writer is None else (seq, writer)
             rows = self.conn.execute(
-                f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT ?",
+                f"SELECT {codec.JOURNAL_COLUMNS} FROM journal WHERE {where} ORDER BY seq LIMIT ?",
                 (*args, limit),
             )
-            return [journal_entry(row) for row in rows]
+            return [codec.journal_entry(row) for row in rows]
 
         return await self._run(lookup)
 
@@ -94,12 +88,12 @@ class SQLiteStateStore(SQLiteFrontier):
             found: dict[str, JournalEntry] = {}
             for record_id in dict.fromkeys(record_ids):
                 row = self.conn.execute(
-                    f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE record_id = ? "
+                    f"SELECT {codec.JOURNAL_COLUMNS} FROM journal WHERE record_id = ? "
                     "ORDER BY seq DESC LIMIT 1",
                     (record_id,),
                 ).fetchone()
                 if row is not None:
-                    found[record_id] = journal_entry(row)
+                    found[record_id] = codec.journal_entry(row)
             return found
 
         return await self._run(lookup)

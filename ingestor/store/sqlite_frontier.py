@@ -8,17 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 
+from ingestor.core import settle_steps as steps
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.journal import JournalEntry
-from ingestor.core.settle_steps import (
-    Commit,
-    CommitFailed,
-    Prepare,
-    Publish,
-    SettleStep,
-    SettleSteps,
-    Stage,
-)
 from ingestor.core.state import (
     ArticleCommit,
     ArticleLookup,
@@ -274,7 +266,7 @@ class SQLiteFrontier(SQLiteConnection):
 
         return await self._run(lookup)
 
-    async def settle_article(self, steps: SettleSteps, files: RecordFiles) -> Settlement:
+    async def settle_article(self, sequence: steps.SettleSteps, files: RecordFiles) -> Settlement:
         """Group commit: the articles (and polls) that arrive while the state thread is busy
         share its next transaction, and each article's steps run inside it.
 
@@ -287,21 +279,23 @@ class SQLiteFrontier(SQLiteConnection):
         journal lines the state does know (published at the next start)."""
 
         def settle(conn: sqlite3.Connection) -> Settlement:
-            return run_steps(steps, partial(self._perform, conn, files))
+            return run_steps(sequence, partial(self._perform, conn, files))
 
         return await self._grouped(settle, files)
 
-    def _perform(self, conn: sqlite3.Connection, files: RecordFiles, step: SettleStep) -> object:
+    def _perform(
+        self, conn: sqlite3.Connection, files: RecordFiles, step: steps.SettleStep
+    ) -> object:
         match step:
-            case Prepare(lookup):
+            case steps.Prepare(lookup):
                 return self._prepare(conn, lookup)
-            case Stage(data, location):
+            case steps.Stage(data, location):
                 return files.put(data, location)  # synced once for the group, before COMMIT
-            case Commit(commit):
+            case steps.Commit(commit):
                 return self._commit(conn, commit)
-            case CommitFailed(staged):
+            case steps.CommitFailed(staged):
                 files.discard(staged)  # its savepoint rolls back: certainly not committed
-            case Publish(staged, entry):
+            case steps.Publish(staged, entry):
                 files.queue(staged, entry)  # published after the group's COMMIT
         return None
 
