@@ -207,6 +207,21 @@ def verdict_of(run_dir: Path) -> str:
     return lines[-1] if lines else "VERDICT: (no verdict line)"
 
 
+def _all_304(figures: dict[str, object]) -> str | None:
+    ratio = figures.get("cond_get_ratio_unchanged")
+    if ratio is None or float(ratio) < 0.99:  # type: ignore[arg-type]
+        return f"304 share of unchanged re-fetches {ratio}, not every one"
+    return None
+
+
+def _bounded(figures: dict[str, object]) -> str | None:
+    seconds = figures.get("once_seconds")
+    if seconds is None:
+        return "the pass's wall time was not printed"
+    limit = HOSTILE_TARGET_SECONDS
+    return None if float(seconds) < limit else f"pass took {seconds}s, over {limit}s"  # type: ignore[arg-type]
+
+
 def scenario_runner(
     args: argparse.Namespace, work: Path, env: dict[str, str]
 ) -> dict[str, Callable[[], Outcome]]:
@@ -233,23 +248,10 @@ def scenario_runner(
         return Outcome(name, verdict, took, figures, run_dir)
 
     def realistic() -> Outcome:
-        def all_304(figures: dict[str, object]) -> str | None:
-            ratio = figures.get("cond_get_ratio_unchanged")
-            if ratio is None or float(ratio) < 0.99:  # type: ignore[arg-type]
-                return f"304 share of unchanged re-fetches {ratio}, not every one"
-            return None
-
-        return world("realistic", "realistic", realistic_command(), args.port, {}, 600, all_304)
+        return world("realistic", "realistic", realistic_command(), args.port, {}, 600, _all_304)
 
     def hostile() -> Outcome:
-        def bounded(figures: dict[str, object]) -> str | None:
-            seconds = figures.get("once_seconds")
-            if seconds is None:
-                return "the pass's wall time was not printed"
-            limit = HOSTILE_TARGET_SECONDS
-            return None if float(seconds) < limit else f"pass took {seconds}s, over {limit}s"  # type: ignore[arg-type]
-
-        return world("hostile", "hostile", hostile_command(), args.port + 1, {}, 400, bounded)
+        return world("hostile", "hostile", hostile_command(), args.port + 1, {}, 400, _bounded)
 
     def daemon() -> Outcome:
         return world("daemon", "realistic", daemon_command(rng), args.port + 2, {"TICK": "10"}, 900)

@@ -163,30 +163,51 @@ class Hostile:
         if path in ("/loop-a.xml", "/loop-b.xml"):
             raise web.HTTPFound("/loop-b.xml" if path == "/loop-a.xml" else "/loop-a.xml")
         response = web.StreamResponse(headers={"Content-Type": "application/rss+xml"})
+        write = _STREAMED.get(path)
         if path == "/bomb.xml":
             response.headers["Content-Encoding"] = "gzip"
+        if path == "/endless.html":
+            response.headers["Content-Type"] = "text/html"
         await response.prepare(request)
-        with contextlib.suppress(ConnectionError):
-            if path == "/huge.xml":  # 60 MB
-                await response.write(b"<?xml version='1.0'?><rss version='2.0'><channel>")
-                chunk = b"<item><title>x</title></item>" * 2000
-                for _ in range(60_000_000 // len(chunk)):
-                    await response.write(chunk)
-            elif path == "/bomb.xml":  # 1 GB of zeros, about 1 MB compressed
-                compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-                zeros = bytes(1 << 20)
-                for _ in range(1024):
-                    if data := compressor.compress(zeros):
-                        await response.write(data)
-            elif path == "/trickle.xml":
-                for byte in b"<?xml version='1.0'?><rss version='2.0'>":
-                    await response.write(bytes([byte]))
-                    await asyncio.sleep(2)
-            elif path == "/endless.html":
-                response.headers["Content-Type"] = "text/html"
-                while True:
-                    await response.write(b"<p>" + b"endless " * 8000 + b"</p>")
+        if write is not None:
+            with contextlib.suppress(ConnectionError):
+                await write(response)
         return response
+
+
+async def _huge(response: web.StreamResponse) -> None:  # 60 MB
+    await response.write(b"<?xml version='1.0'?><rss version='2.0'><channel>")
+    chunk = b"<item><title>x</title></item>" * 2000
+    for _ in range(60_000_000 // len(chunk)):
+        await response.write(chunk)
+
+
+async def _bomb(response: web.StreamResponse) -> None:  # 1 GB of zeros, about 1 MB gzipped
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    for _ in range(1024):
+        if data := compressor.compress(zeros):
+            await response.write(data)
+
+
+async def _trickle(response: web.StreamResponse) -> None:
+    for byte in b"<?xml version='1.0'?><rss version='2.0'>":
+        await response.write(bytes([byte]))
+        await asyncio.sleep(2)
+
+
+async def _endless(response: web.StreamResponse) -> None:
+    # "Endless" to the client: 640 MB, far past any cap, until it hangs up.
+    for _ in range(10_000):
+        await response.write(b"<p>" + b"endless " * 8000 + b"</p>")
+
+
+_STREAMED = {
+    "/huge.xml": _huge,
+    "/bomb.xml": _bomb,
+    "/trickle.xml": _trickle,
+    "/endless.html": _endless,
+}
 
 
 FEEDS = [

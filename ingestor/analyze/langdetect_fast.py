@@ -67,11 +67,8 @@ class VectorDetector(Detector):  # type: ignore[misc]
             elif len(grams) >= NGram.N_GRAM:
                 grams = grams[1:]
             grams += ch
-            if ch.isupper():
-                if last.isupper():
-                    capital_word = True
-            else:
-                capital_word = False
+            # A word in capitals from its second letter on gives no n-grams.
+            capital_word = ch.isupper() and (capital_word or last.isupper())
             if capital_word:
                 continue
             if ch != " " and ch in known:

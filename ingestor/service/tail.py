@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -173,16 +174,13 @@ async def tail(config: Config, options: TailOptions, out: BinaryIO, err: Any = s
         StateJournal(config) if config.state.url is not None else SegmentFiles(config.output.dir)
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
     seq = options.since
     if options.cursor is not None:
         saved = read_cursor(options.cursor)
         if saved is not None:
             seq = saved
     try:
+        _on_signals(stop.set)
         reported_empty = False
         warned_gap = False
         while not stop.is_set():
@@ -216,10 +214,19 @@ async def tail(config: Config, options: TailOptions, out: BinaryIO, err: Any = s
                 write_cursor(options.cursor, seq)
     finally:
         await source.close()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
+        _on_signals(None)
     return 0
+
+
+def _on_signals(handler: Callable[[], None] | None) -> None:
+    """SIGINT and SIGTERM call `handler` (None: no longer), where the loop allows it."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            if handler is None:
+                loop.remove_signal_handler(signum)
+            else:
+                loop.add_signal_handler(signum, handler)
 
 
 def _report_removed(seq: int, oldest: int, err: Any) -> None:
