@@ -4,12 +4,16 @@
 
     python bench/bench.py                 # the full benchmark (about 10 minutes)
     python bench/bench.py --quick         # smaller, for a smoke test (about 2 minutes)
+    python bench/bench.py --only full     # the shared farm's sitting alone
+
+Section 1 runs on the shared farm (../shared/farm, with its naive peer and the farm's
+grader); the other sections on bench/farm.py's world, which can inject faults at a chosen
+rate and scale to 100,000 feeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,7 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.farm import FarmContent, FarmServer, FarmSpec, is_faulty
+from bench.farm import FarmServer, FarmSpec, is_faulty
+from bench.shared_farm import (
+    REFERENCE_CALL,
+    SharedFarm,
+    World,
+    articles_written,
+    cores,
+    fetch_pages,
+    naive_pass,
+    reference_cpu_per_page,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -231,96 +245,6 @@ def fresh_dir(root: Path, name: str) -> Path:
 # --- 1. full ingestion and its two baselines ----------------------------------------------
 
 
-REFERENCE_CALL = "bare_extraction(html, include_comments=False, with_metadata=True)"
-
-
-def trafilatura_cost(content: FarmContent) -> tuple[float, int]:
-    """CPU seconds per page of trafilatura itself, one process, on the farm's pages, called
-    as REFERENCE_CALL says (the call a user of trafilatura makes)."""
-    from trafilatura import bare_extraction
-
-    pages = [body.decode("utf-8") for _path, body in sorted(content.pages.items())]
-    bare_extraction(pages[0], include_comments=False, with_metadata=True)  # warm caches
-    started = time.process_time()
-    for html in pages:
-        bare_extraction(html, include_comments=False, with_metadata=True)
-    return (time.process_time() - started) / len(pages), len(pages)
-
-
-def _reference_share(pages: list[str]) -> float:
-    from trafilatura import bare_extraction
-
-    started = time.process_time()
-    for html in pages:
-        bare_extraction(html, include_comments=False, with_metadata=True)
-    return time.process_time() - started
-
-
-def trafilatura_cost_concurrent(content: FarmContent, processes: int) -> float:
-    """The same reference call, the pages split among `processes` processes running at
-    once (a diagnostic, not the reference): what a page costs when every core is busy,
-    as it is for the ingestor's workers."""
-    import concurrent.futures
-    import multiprocessing
-
-    pages = [body.decode("utf-8") for _path, body in sorted(content.pages.items())]
-    shares = [pages[i::processes] for i in range(processes)]
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        list(pool.map(_reference_share, [share[:2] for share in shares]))  # warm up
-        seconds = sum(pool.map(_reference_share, shares))
-    return seconds / len(pages)
-
-
-def naive_baseline(content: FarmContent, out: Path, limit: int) -> tuple[float, float]:
-    """Sequential urllib + feedparser + trafilatura + langdetect + json.dump, as a short
-    script would do it (a page that fails is skipped): (articles/s, CPU s per article)."""
-    import urllib.error
-    import urllib.request
-
-    import feedparser
-    import langdetect
-    from trafilatura import bare_extraction
-
-    langdetect.DetectorFactory.seed = 0
-    done = 0
-    started, cpu_started = time.perf_counter(), time.process_time()
-
-    def get(url: str) -> bytes | None:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.read()
-        except urllib.error.HTTPError:
-            return None
-
-    for feed_url in content.feed_urls():
-        body = get(feed_url)
-        if body is None:
-            continue
-        if feed_url.endswith(".json"):
-            links = [(i["url"], i["title"]) for i in json.loads(body)["items"]]
-        else:
-            parsed = feedparser.parse(body)
-            links = [(e.link, e.title) for e in parsed.entries]
-        for link, title in links:
-            page = get(link)
-            if page is None:
-                continue
-            doc = bare_extraction(
-                page.decode("utf-8"), url=link, include_comments=False, with_metadata=True
-            )
-            text = doc.text if doc is not None else ""
-            language = langdetect.detect(text) if text.strip() else "und"
-            with open(out / f"{done}.json", "w") as handle:
-                json.dump({"url": link, "title": title, "text": text, "language": language}, handle)
-            done += 1
-            if done >= limit:
-                break
-        if done >= limit:
-            break
-    return done / (time.perf_counter() - started), (time.process_time() - cpu_started) / done
-
-
 # Worker-side stages (CPU per job, from the jobs' own timers) and main-process ones.
 WORKER_STAGES = ("parse", "extract", "language", "fingerprint")
 MAIN_STAGES = ("main_startup", "main_loop", "main_state_thread", "main_write_thread")
@@ -359,98 +283,100 @@ def _spread(values: list[float], fmt: str) -> str:
 
 
 def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
-    spec = FarmSpec(
-        hosts=args.hosts, feeds=args.feeds, items=args.items, fault_rate=args.fault_rate
-    )
-    cores = len(os.sched_getaffinity(0))
+    """The shared farm (profile none): the ingestor, the naive peer and trafilatura's plain
+    call in one sitting, --runs times (see bench/shared_farm.py)."""
+    world = World(feeds=args.feeds, items=args.items, hosts=args.hosts, port=args.farm_port)
+    n_cores = cores()
     runs: list[dict[str, float]] = []
     tables: list[dict[str, float]] = []
+    verdicts: list[str] = []
     print(f"  trafilatura reference: {REFERENCE_CALL}", flush=True)
-    with FarmServer(spec) as content:
-        for run in range(args.runs):
-            work = fresh_dir(root, f"full-{run}")
+    for run in range(args.runs):
+        work = fresh_dir(root, f"full-{run}")
+        with SharedFarm(world, work / "farm") as farm:
             config = work / "ingestor.yaml"
             write_config(
                 config,
-                content.feed_urls(),
+                farm.feed_urls(),
                 pipeline="pipeline:\n  article_concurrency: 32\n  queue_size: 64\n",
             )
             result = run_ingestor(config, work)
-            articles = int(re.search(r"articles written: (\d+)", result.stdout).group(1))
-            traf_cpu, pages = trafilatura_cost(content)
-            traf_busy = trafilatura_cost_concurrent(content, cores)
-            naive_out = fresh_dir(root, f"naive-{run}")
-            naive_rate, naive_cpu = naive_baseline(content, naive_out, limit=args.naive_limit)
-            rate = articles / result.wall
-            limit = cores / traf_cpu
-            runs.append(
-                {
-                    "articles": articles,
-                    "wall": result.wall,
-                    "rate": rate,
-                    "cpu_per_article": result.cpu / articles * 1000,
-                    "peak_rss_mb": result.peak_rss / 1e6,
-                    "main_rss_mb": result.peak_main_rss / 1e6,
-                    "traf_cpu": traf_cpu * 1000,
-                    "traf_busy": traf_busy * 1000,
-                    "cpu_ratio_busy": (result.cpu / articles) / traf_busy,
-                    "limit": limit,
-                    "naive": naive_rate,
-                    "naive_cpu": naive_cpu * 1000,
-                    "of_limit": rate / limit * 100,
-                    "vs_naive": rate / naive_rate,
-                    "cpu_ratio": (result.cpu / articles) / traf_cpu,
-                    "cpu_main": result.cpu_main / articles * 1000,
-                    "cpu_other": (result.cpu - result.cpu_main) / articles * 1000,
-                }
-            )
-            tables.append(stage_table(result, articles, cores))
-            print(
-                f"  run {run + 1}: {articles} articles in {result.wall:.1f}s = {rate:.1f}/s; "
-                f"limit {limit:.1f}/s; naive {naive_rate:.1f}/s; CPU/article "
-                f"{result.cpu / articles * 1000:.1f} ms (main {runs[-1]['cpu_main']:.1f}) vs "
-                f"trafilatura {traf_cpu * 1000:.1f} ms/page",
-                flush=True,
-            )
+            verdicts.append(farm.verdict(work / "out"))
+            pages = fetch_pages(farm.page_urls()[: args.reference_pages])
+        traf_cpu = reference_cpu_per_page(pages)
+        with SharedFarm(world, work / "farm-naive") as farm:
+            naive_wall, naive_articles, naive_cpu = naive_pass(farm, work / "naive")
+        articles = articles_written(result.stdout)
+        rate = articles / result.wall
+        naive_rate = naive_articles / naive_wall
+        limit = n_cores / traf_cpu
+        runs.append(
+            {
+                "articles": articles,
+                "wall": result.wall,
+                "rate": rate,
+                "cpu_per_article": result.cpu / articles * 1000,
+                "peak_rss_mb": result.peak_rss / 1e6,
+                "main_rss_mb": result.peak_main_rss / 1e6,
+                "traf_cpu": traf_cpu * 1000,
+                "limit": limit,
+                "naive": naive_rate,
+                "naive_cpu": naive_cpu / max(naive_articles, 1) * 1000,
+                "of_limit": rate / limit * 100,
+                "vs_naive": rate / naive_rate,
+                "cpu_ratio": (result.cpu / articles) / traf_cpu,
+                "cpu_main": result.cpu_main / articles * 1000,
+                "cpu_other": (result.cpu - result.cpu_main) / articles * 1000,
+            }
+        )
+        tables.append(stage_table(result, articles, n_cores))
+        print(
+            f"  run {run + 1}: {articles} articles in {result.wall:.1f}s = {rate:.1f}/s; "
+            f"limit {limit:.1f}/s; naive {naive_rate:.2f}/s; CPU/article "
+            f"{result.cpu / articles * 1000:.1f} ms (main {runs[-1]['cpu_main']:.1f}) vs "
+            f"trafilatura {traf_cpu * 1000:.1f} ms/page; {verdicts[-1][:40]}",
+            flush=True,
+        )
     col = {k: [r[k] for r in runs] for k in runs[0]}
-    slow = spec.hosts // spec.slow_every if spec.slow_every else 0
     lines = [
-        f"### 1. Full ingestion: {args.feeds} feeds x {args.items} items on {spec.hosts} hosts",
+        f"### 1. Full ingestion: the shared farm, {args.feeds} feeds x {args.items} items on "
+        f"{args.hosts} hosts, profile none",
         "",
-        f"{pages} distinct pages of {spec.page_bytes[0] // 1000}-{spec.page_bytes[1] // 1000} "
-        f"KB, bodies of about {spec.body_chars} characters in 12 languages, gzip; 5-40 ms per "
-        f"response, {slow} slow host(s) at 150-400 ms; {args.fault_rate:.0%} of pages and feeds "
-        f"answer 429/503 once. Median of {args.runs} runs (min-max). CPU counts every process "
-        "(the workers and the fork server are reaped, so none is missed).",
+        "`../shared/farm` (a world the team did not write): pages of 30-200 KB in four "
+        "templates and 12 languages, 5-40 ms per response. In each run, one sitting: the "
+        "ingestor's pass on a fresh farm, the farm's grader, trafilatura's plain call on "
+        f"{len(pages)} of the world's pages in this process, and `naive.py --passes 1` "
+        f"(the farm's peer) on a fresh farm of the same seed. Median of {args.runs} runs "
+        "(min-max). CPU counts every process (the workers and the fork server are reaped, "
+        "so none is missed).",
         "",
-        f"Trafilatura reference, one process, the same pages: `{REFERENCE_CALL}`.",
+        f"Trafilatura reference: `{REFERENCE_CALL}`. Verdicts: "
+        + "; ".join(sorted(set(v.split(" expected")[0] for v in verdicts))),
         "",
         "| figure | value | target |",
         "|---|---|---|",
+        f"| ingestor articles/s vs the naive sequential script | "
+        f"{_spread(col['vs_naive'], '.2f')}x | >= 6x |",
+        f"| CPU per record (all processes) vs trafilatura per page | "
+        f"{_spread(col['cpu_ratio'], '.2f')}x ({_spread(col['cpu_per_article'], '.1f')} ms) "
+        "| <= 1.3x |",
+        f"| share of the machine's trafilatura limit ({n_cores} cores / reference CPU per "
+        f"page) | {_spread(col['of_limit'], '.0f')} % | >= 70 % |",
         f"| articles written per pass | {_spread(col['articles'], '.0f')} | |",
         f"| pass time | {_spread(col['wall'], '.1f')} s | |",
         f"| ingestion rate | {_spread(col['rate'], '.1f')} articles/s | |",
         f"| trafilatura reference CPU per page | {_spread(col['traf_cpu'], '.1f')} ms | |",
-        f"| machine limit ({cores} cores / reference CPU per page) | "
-        f"{_spread(col['limit'], '.1f')} articles/s | |",
-        f"| rate / limit | {_spread(col['of_limit'], '.0f')} % | >= 70 % |",
-        f"| naive sequential script | {_spread(col['naive'], '.1f')} articles/s, "
+        f"| machine limit | {_spread(col['limit'], '.1f')} articles/s | |",
+        f"| naive peer | {_spread(col['naive'], '.2f')} articles/s, "
         f"{_spread(col['naive_cpu'], '.1f')} ms CPU each | |",
-        f"| rate / naive | {_spread(col['vs_naive'], '.2f')}x | >= 4.5x |",
-        f"| CPU per article, all processes | {_spread(col['cpu_per_article'], '.1f')} ms | |",
-        f"| ... main process | {_spread(col['cpu_main'], '.1f')} ms | |",
-        f"| ... workers and fork server | {_spread(col['cpu_other'], '.1f')} ms | |",
-        f"| CPU per article / reference CPU per page | {_spread(col['cpu_ratio'], '.2f')}x "
-        "| <= 1.3x |",
-        f"| (diagnostic) reference call with {cores} processes at once | "
-        f"{_spread(col['traf_busy'], '.1f')} ms CPU/page | |",
-        f"| (diagnostic) CPU per article / that | {_spread(col['cpu_ratio_busy'], '.2f')}x | |",
+        f"| ... main process | {_spread(col['cpu_main'], '.1f')} ms per record | |",
+        f"| ... workers and fork server | {_spread(col['cpu_other'], '.1f')} ms per record | |",
         f"| peak RSS, all processes (main) | {_spread(col['peak_rss_mb'], '.0f')} MB "
         f"({_spread(col['main_rss_mb'], '.0f')} MB) | |",
         "",
-        "### 4. CPU per article by stage (the pipeline's own counters; median of runs, min-max)",
+        "### 4. CPU per record by stage (the pipeline's own counters; median of runs, min-max)",
         "",
-        "| stage | ms per article | what |",
+        "| stage | ms per record | what |",
         "|---|---|---|",
     ]
     for stage in (*WORKER_STAGES, "workers_other", *MAIN_STAGES, "main_other", "idle"):
@@ -763,8 +689,9 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=60)
     parser.add_argument("--items", type=int, default=15)
     parser.add_argument(
-        "--naive-limit", type=int, default=150, help="articles the naive baseline processes per run"
+        "--reference-pages", type=int, default=300, help="pages trafilatura's plain call times"
     )
+    parser.add_argument("--farm-port", type=int, default=8870, help="the shared farm's port")
     parser.add_argument("--poll-feeds", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--fault-rate", type=float, default=0.02)
@@ -776,7 +703,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.runs, args.feeds, args.items = 1, 8, 10
-        args.naive_limit, args.poll_feeds, args.idle_seconds = 30, 1000, 5.0
+        args.reference_pages, args.poll_feeds, args.idle_seconds = 60, 1000, 5.0
         args.scale_feeds = 5000
     cpu_info = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(
