@@ -324,7 +324,8 @@ CROATIAN = (
         (BOKMAL, (), "no"),
         (INDONESIAN, (), "id"),
         (CROATIAN, (), "hr"),
-        (BOSNIAN, (), "hr"),
+        # CLD2's first opinion knows Bosnian (langdetect alone read it as "hr").
+        (BOSNIAN, (), "bs"),
     ],
 )
 def test_languages_langdetect_lacks_are_named(text, hints, expected):
@@ -350,3 +351,41 @@ def test_letters_of_every_script_count_with_their_combining_marks():
     assert count_letters("हिन्दी") == 6
     assert count_letters("Где ты?") == 5
     assert count_letters("12:30 — 4.5%") == 0
+
+
+def test_article_length_text_is_answered_without_langdetect(monkeypatch):
+    from ingestor.analyze import language
+
+    def no_langdetect(sample):
+        raise AssertionError("langdetect was asked")
+
+    monkeypatch.setattr(language, "_langdetect_candidates", no_langdetect)
+    # CLD2 is sure of one language in the whole sample: its answer stands.
+    result = detect_language("", CROATIAN + " " + CROATIAN)
+    assert result.language == "hr" and result.confidence >= 0.9
+    assert detect_language("", (ICELANDIC + " ") * 2).language == "is"
+
+
+def test_mixed_short_and_unreadable_text_goes_on_to_langdetect(monkeypatch):
+    from ingestor.analyze import language
+
+    asked: list[str] = []
+    original = language._langdetect_candidates
+
+    def counting(sample):
+        asked.append(sample)
+        return original(sample)
+
+    monkeypatch.setattr(language, "_langdetect_candidates", counting)
+    # Half English, half German: no language has most of the text.
+    mixed = (
+        "The council met on Monday to discuss the new budget for the city's schools and "
+        "parks. Der Stadtrat hat am Montag den neuen Haushalt für die Schulen und Parks der "
+        "Stadt beraten, und die Opposition hat viele Fragen gestellt."
+    )
+    assert detect_language("", mixed).language in ("en", "de")
+    # Under SHORT_TEXT_CHARS: langdetect and the hints decide, as tuned for short text.
+    assert detect_language("", "Der Stadtrat hat am Montag getagt.", ("de",)).language == "de"
+    # A lone surrogate (broken input) is no crash: langdetect reads what CLD2 cannot.
+    assert detect_language("", CROATIAN + " \ud800 " + CROATIAN).language == "hr"
+    assert len(asked) == 3

@@ -1,6 +1,10 @@
 """Language detection: langdetect made deterministic (or py3langid), weighed with hints.
 
 decide_language() is the pure rule; detect_language() runs a detector and applies it.
+With the langdetect detector, CLD2 (compiled, about 0.03 ms for 400 characters, against
+langdetect's 1.4) gives a first opinion on samples of SHORT_TEXT_CHARS or more; when it
+calls itself reliable and finds one language in most of the text, that answer stands, and
+langdetect is asked only otherwise (mixed text, short text, anything CLD2 is unsure of).
 """
 
 from __future__ import annotations
@@ -184,10 +188,37 @@ def detect_language(
 def _candidates(sample: str, hints: Sequence[str | None], detector: str) -> list[tuple[str, float]]:
     if detector == "py3langid":
         candidates = _langid_candidates(sample)
+    elif (first := _first_opinion(sample)) is not None:
+        candidates = first
     else:
         candidates = _langdetect_candidates(sample) or _langid_candidates(sample)
         candidates = _second_opinion(candidates, sample, hints)
     return _script_corrected(candidates, sample)
+
+
+# CLD2's answer stands when it says it is reliable and this share of the text (in
+# percent) is in its top language: on 417 labelled texts of 400 characters in 19
+# languages, every such answer was right and agreed with langdetect's (bench/
+# language_sample.py); mixed-language text goes on to langdetect.
+_FIRST_OPINION_SHARE = 80
+# CLD2's old codes for the languages that have new ones.
+_CLD2_CODES = {"iw": "he", "jw": "jv", "in": "id", "ji": "yi"}
+
+
+def _first_opinion(sample: str) -> list[tuple[str, float]] | None:
+    if len(sample) < SHORT_TEXT_CHARS:
+        return None  # short text: langdetect and the hints, as tuned for it
+    import pycld2
+
+    try:
+        reliable, _bytes, found = pycld2.detect(sample)
+    except (pycld2.error, UnicodeError):
+        return None  # text CLD2 cannot read (control characters, lone surrogates)
+    _name, code, share, _score = found[0]
+    code = _CLD2_CODES.get(code, code)
+    if not reliable or share < _FIRST_OPINION_SHARE or normalize_code(code) is None:
+        return None
+    return [(code, share / 100)]
 
 
 def _title_apart(

@@ -3,6 +3,7 @@ trafilatura, resiliparse (the second opinion), numpy and the language profiles a
 loaded, instead of spending
 about a second of CPU on each of them per worker (and again after every replacement)."""
 
+import pycld2  # noqa: F401  (the language's first opinion)
 import resiliparse.extract.html2text
 import resiliparse.parse.html  # noqa: F401
 import trafilatura  # noqa: F401
