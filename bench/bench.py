@@ -381,7 +381,7 @@ def full_ingestion(args: argparse.Namespace, root: Path) -> list[str]:
     ]
     for stage in (*WORKER_STAGES, "workers_other", *MAIN_STAGES, "main_other", "idle"):
         values = [t[stage] for t in tables]
-        note = STAGE_NOTES.get(stage, f"unused core time ({cores} cores x pass time - CPU)")
+        note = STAGE_NOTES.get(stage, f"unused core time ({n_cores} cores x pass time - CPU)")
         lines.append(f"| {stage} | {_spread(values, '.2f')} | {note} |")
     return lines
 
