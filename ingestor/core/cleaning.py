@@ -17,6 +17,7 @@ _LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x85\u2028\u2029]")
 
 
 _SINGLE_LINE_SPACE = re.compile(r"[\s\u00a0]+")
+_SPACE_RUN = re.compile("[ \t\u00a0]+")
 
 
 MAX_TITLE_CHARS = 1000
@@ -38,9 +39,6 @@ def clean_text(text: str | None) -> str:
     if not text:
         return ""
     text = _LINE_BREAKS.sub("\n", unicodedata.normalize("NFC", text))
-    paragraphs = []
-    for block in _CONTROL.sub("", text).split("\n"):
-        line = re.sub(r"[ \t\u00a0]+", " ", block).strip()
-        if line:
-            paragraphs.append(line)
-    return "\n\n".join(paragraphs)
+    # Runs of spaces never hold a line break: folded over the whole text at once.
+    text = _SPACE_RUN.sub(" ", _CONTROL.sub("", text))
+    return "\n\n".join(line for block in text.split("\n") if (line := block.strip()))

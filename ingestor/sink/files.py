@@ -74,7 +74,11 @@ class FileSink:
         self.publish_errors = 0
         # Staged files since the last sync; what the last transaction committed, in order;
         # what an earlier publish could not finish (retried first, in order).
-        self._staged_unsynced = False
+        # Staged files written but not yet fsynced: staging name -> (open fd, location).
+        # Written first and synced together (sync), they share the file system's journal
+        # commits instead of paying one each.
+        self._unsynced: dict[str, tuple[int, str]] = {}
+        self._made_dirs: set[Path] = set()
         self._queued: list[tuple[StagedFile | None, JournalEntry | None]] = []
         self._backlog: list[tuple[StagedFile | None, JournalEntry | None]] = []
         self._lock = threading.RLock()
@@ -117,22 +121,40 @@ class FileSink:
         try:
             stem = Path(location).stem
             name = f"{self._staged_prefix}{stem}.{secrets.token_hex(4)}{_STAGED_SUFFIX}"
-            self._write_staged(self.staging / name, data, location)
-            self._staged_unsynced = True
+            fd = self._write_staged(self.staging / name, data, location)
+            with self._lock:
+                self._unsynced[name] = (fd, location)
             return StagedFile(name, location)
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
 
     def discard(self, staged: StagedFile) -> None:
+        with self._lock:
+            pending = self._unsynced.pop(staged.staging_name, None)
+        if pending is not None:
+            os.close(pending[0])
         with contextlib.suppress(OSError):
             (self.staging / staged.staging_name).unlink()
 
     def sync(self) -> None:
-        if not self._staged_unsynced:
+        """Every file put since the last sync, then their names, made durable."""
+        with self._lock:
+            pending, self._unsynced = self._unsynced, {}
+        if not pending:
             return
         started = time.thread_time()
         try:
-            self._staged_unsynced = False
+            failed = None
+            for fd, location in pending.values():
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    failed = failed or (location, exc)
+                finally:
+                    os.close(fd)
+            if failed is not None:
+                location, exc = failed
+                raise SinkError(f"cannot write record {self.directory / location}: {_reason(exc)}")
             _sync_or_fail(self.staging)
         finally:
             self.thread_cpu_seconds += time.thread_time() - started
@@ -144,6 +166,9 @@ class FileSink:
     def abandon(self) -> None:
         with self._lock:
             self._queued.clear()
+            pending, self._unsynced = self._unsynced, {}
+        for fd, _location in pending.values():
+            os.close(fd)  # the files stay staged, for the reconciliation at the next start
 
     # --- after the commit ---
 
@@ -237,27 +262,37 @@ class FileSink:
             target.unlink()
             fsync_directory(target.parent)
 
-    def _write_staged(self, path: Path, data: bytes, location: str) -> None:
+    def _write_staged(self, path: Path, data: bytes, location: str) -> int:
+        """Write a staged file; returns its descriptor, still open, for sync to fsync."""
         try:
-            self.staging.mkdir(parents=True, exist_ok=True)
-            (self.directory / location).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._make_dir(self.staging)
+            self._make_dir((self.directory / location).parent)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:  # the staging directory was removed under us
+                self._made_dirs.clear()
+                self._make_dir(self.staging)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            return fd
         except OSError as exc:
             with contextlib.suppress(OSError):
                 path.unlink()
-            reason = (
-                "disk full"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-                else (exc.strerror or str(exc))
-            )
-            raise SinkError(f"cannot write record {self.directory / location}: {reason}") from None
+            raise SinkError(
+                f"cannot write record {self.directory / location}: {_reason(exc)}"
+            ) from None
+
+    def _make_dir(self, directory: Path) -> None:
+        # Once per directory and process: a day's directory is made for its first record.
+        if directory not in self._made_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(directory)
 
 
 def _identity(path: Path) -> tuple[str | None, str | None]:
@@ -269,6 +304,12 @@ def _identity(path: Path) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     return data.get("id"), data.get("content_hash")
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "disk full"
+    return exc.strerror or str(exc)
 
 
 def _sync_or_fail(directory: Path) -> None:
