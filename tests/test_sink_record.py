@@ -129,3 +129,41 @@ async def test_prepare_clears_what_a_crash_left_in_staging(tmp_path):
     sink.prepare()
     assert list((tmp_path / ".staging").iterdir()) == []
     assert (tmp_path / "2024").is_dir()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_files_put_together_are_fsynced_together_before_the_commit(tmp_path, monkeypatch):
+    sink = FileSink(tmp_path)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    before = _open_fds()
+    one = sink.put(make_record().file_bytes(), "2024/01/01/0123456789abcdef01234567.json")
+    two = sink.put(make_record().file_bytes(), "2024/01/01/89abcdef012345670123456.json")
+    # Written, not yet durable: no fsync inside the transaction, one per file at sync.
+    assert synced == [] and _open_fds() == before + 2
+    sink.sync()
+    assert len(synced) == 3  # the two files, then the staging directory
+    assert _open_fds() == before
+    for staged in (one, two):
+        assert (sink.staging / staged.staging_name).read_bytes() == make_record().file_bytes()
+
+
+def test_a_failed_fsync_fails_the_group_and_names_the_record(tmp_path, monkeypatch):
+    sink = FileSink(tmp_path)
+    before = _open_fds()
+    sink.put(make_record().file_bytes(), "2024/01/01/0123456789abcdef01234567.json")
+    dropped = sink.put(make_record().file_bytes(), "2024/01/01/89abcdef012345670123456.json")
+    sink.discard(dropped)  # its change rolled back: its descriptor goes with it
+    assert not (sink.staging / dropped.staging_name).exists()
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SinkError, match=r"0123456789abcdef01234567\.json: disk full"):
+        sink.sync()
+    assert _open_fds() == before  # nothing left open after the failure

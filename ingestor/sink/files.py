@@ -72,13 +72,13 @@ class FileSink:
         self.journal = journal
         self.thread_cpu_seconds = 0.0  # CPU spent writing, in the writing threads
         self.publish_errors = 0
-        # Staged files since the last sync; what the last transaction committed, in order;
-        # what an earlier publish could not finish (retried first, in order).
         # Staged files written but not yet fsynced: staging name -> (open fd, location).
         # Written first and synced together (sync), they share the file system's journal
         # commits instead of paying one each.
         self._unsynced: dict[str, tuple[int, str]] = {}
         self._made_dirs: set[Path] = set()
+        # What the last transaction committed, in order; what an earlier publish could not
+        # finish (retried first, in order).
         self._queued: list[tuple[StagedFile | None, JournalEntry | None]] = []
         self._backlog: list[tuple[StagedFile | None, JournalEntry | None]] = []
         self._lock = threading.RLock()
