@@ -534,3 +534,30 @@ async def test_a_parse_cut_short_by_the_worker_time_limit_is_redone_on_the_next_
         await store.close()
     assert (outcome.status.value, outcome.new_entries) == ("ok", 800)
     assert pipeline.states[feed.url].etag == '"800"'
+
+
+async def test_quiet_small_feeds_are_parsed_without_starting_the_workers(tmp_path, serve):
+    """A pass over feeds of a few KB (here: no items) never needs a worker process, so a
+    pass of quiet feeds never starts them; a feed of 800 items (about 100 KB) does go to
+    a worker, whose time limit guards the event loop."""
+    from ingestor.analyze.pool import WorkerPool
+
+    class CountingPool(WorkerPool):
+        parses = 0
+
+        async def run(self, function, *args, timeout=None):
+            CountingPool.parses += function.__name__ == "parse_feed_job"
+            return await super().run(function, *args, timeout=timeout)
+
+    site = Site()
+    site.base = await serve(site.app)
+    site.items = []
+    feed = FeedConfig(url=f"{site.base}/feed.xml", fetch_articles=False)
+    config = make_config(tmp_path, [feed])
+    with CountingPool(workers=1) as pool:
+        summary, pipeline = await run_pass(config, pool)
+        assert (summary.failed, summary.errors, CountingPool.parses) == (0, [], 0)
+        assert pipeline.states[feed.url].title
+        site.items = [{"title": f"Item {n}", "guid": f"g{n}"} for n in range(800)]
+        summary, _pipeline = await run_pass(config, pool)
+    assert (summary.failed, summary.queued, CountingPool.parses) == (0, 800, 1)
