@@ -4,8 +4,9 @@ record reference, a journal entry and a frontier item from their columns."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
+
+import orjson
 
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.journal import JournalEntry
@@ -16,7 +17,9 @@ from ingestor.core.state import FeedState, RecordRef
 def feed_to_json(state: FeedState) -> str:
     # Every field is a plain value or a tuple of them: a shallow dict serializes the same as
     # dataclasses.asdict, whose deep copy cost about as much as the rest of a 304's commit.
-    return json.dumps({name: getattr(state, name) for name in _FEED_FIELDS}, separators=(",", ":"))
+    # orjson: every poll writes its feed's state, and every start reads them all; it takes
+    # a third of the json module's time to write one and a quarter to read it (issue 28).
+    return orjson.dumps({name: getattr(state, name) for name in _FEED_FIELDS}).decode()
 
 
 _FEED_FIELDS = tuple(f.name for f in dataclasses.fields(FeedState))
@@ -24,7 +27,7 @@ _KNOWN_FEED_FIELDS = frozenset(_FEED_FIELDS)
 
 
 def feed_from_json(text: str) -> FeedState:
-    data = json.loads(text)
+    data = orjson.loads(text)
     if not data.keys() <= _KNOWN_FEED_FIELDS:
         # Written by another version: its extra fields are not this one's.
         data = {k: v for k, v in data.items() if k in _KNOWN_FEED_FIELDS}
