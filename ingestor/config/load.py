@@ -146,6 +146,7 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         path = f"feeds[{index}]"
         if isinstance(item, str):
             item = {"url": item}
+        item, is_site = _site_entry(item, path, problems, source)
         request = None
         options = parsers(RequestOptions)
         if isinstance(item, dict):
@@ -154,7 +155,7 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         feed = _build(FeedConfig, item, path, problems, source, extra=options)
         if feed is None or request is None:
             continue
-        feed = replace(feed, request=request)
+        feed = replace(feed, request=request, site=is_site)
         if feed.url in seen:
             problems.append(
                 f"{source}: {path}.url: duplicate of feeds[{seen[feed.url]}].url ({feed.url})"
@@ -163,6 +164,17 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         seen[feed.url] = index
         feeds.append(feed)
     return feeds
+
+
+def _site_entry(item: Any, path: str, problems: list[str], source: str) -> tuple[Any, bool]:
+    """A `site:` entry as a feed entry whose url is the site's address."""
+    if not isinstance(item, dict) or "site" not in item:
+        return item, False
+    if "url" in item:
+        problems.append(f"{source}: {path}: give url (a feed or sitemap) or site, not both")
+        return item, False
+    rest = {k: v for k, v in item.items() if k != "site"}
+    return {"url": item["site"], **rest}, True
 
 
 # libyaml's safe loader when PyYAML was built with it: a 10,000-feed file loads in a

@@ -209,6 +209,14 @@ class FeedConfig:
     tags: tuple[str, ...] = setting((), v.str_list)
     enabled: bool = setting(True, v.boolean)
     min_text_length: int | None = setting(None, v.whole(0))
+    # `site: URL` instead of `url:`: the site's feeds and sitemaps are discovered and each
+    # is polled with this entry's options (url is then the site's address, its identity).
+    site: bool = False
+    # At the first poll, read up to this many older entries from the feed's history
+    # (RFC 5005 prev-archive / next links; a sitemap's entries older than sitemap_max_age).
+    backfill: int = setting(0, v.whole(0))
+    # A sitemap entry older than this is not news: it is left out (unless backfilled).
+    sitemap_max_age: float = setting(2 * 86400.0, v.parse_duration)
     request: RequestOptions = field(default_factory=RequestOptions)
 
     @property

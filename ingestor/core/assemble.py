@@ -57,6 +57,7 @@ def build_record(
         entry_id=entry.key,
         word_count=len(text.split()),
         enclosures=[_enclosure(e) for e in entry.enclosures],
+        backfill=entry.backfill,
     )
 
 

@@ -35,6 +35,8 @@ class FeedEntry:
     shared_link: bool = False
     # Other keys this entry had: the guids of the entries that re-published one article.
     aliases: tuple[str, ...] = ()
+    language: str | None = None  # the entry's own (a news sitemap's news:language)
+    backfill: bool = False  # read from the feed's history (backfill:), not its live page
 
     @property
     def version_time(self) -> datetime | None:
@@ -66,6 +68,9 @@ class FeedMeta:
     skip_hours: frozenset[int] = frozenset()
     skip_days: frozenset[int] = frozenset()  # 0 = Monday, as datetime.weekday()
     update_period: float | None = None  # seconds between updates, from sy:*
+    # RFC 5005: the archive document before this one, and the next page of a paged feed.
+    prev_archive: str | None = None
+    next_page: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,9 @@ class ParsedFeed:
     meta: FeedMeta
     entries: tuple[FeedEntry, ...] = ()
     warning: str | None = field(default=None)
+    # A sitemap index: the sitemaps it lists, with their lastmod (None when it gives none).
+    sitemaps: tuple[tuple[str, datetime | None], ...] = ()
+
+    @property
+    def is_sitemap(self) -> bool:
+        return self.format.startswith("sitemap")

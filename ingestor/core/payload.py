@@ -82,8 +82,10 @@ def encode_payload(
         ],
         "shared_link": entry.shared_link,
         "feed_title": feed_title,
-        "feed_language": feed_language,
+        "feed_language": entry.language or feed_language,
     }
+    if entry.backfill:
+        data["backfill"] = True
     if settings is not None:
         data["feed"] = dict(settings)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -105,6 +107,7 @@ def decode_payload(
         updated=_moment(data.get("updated")),
         enclosures=tuple(Enclosure(*e) for e in data.get("enclosures") or ()),
         shared_link=bool(data.get("shared_link")),
+        backfill=data.get("backfill") is True,
     )
     settings = data.get("feed")
     return (

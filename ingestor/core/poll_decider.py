@@ -7,6 +7,7 @@ the entries up and commits; every change to a FeedState a poll makes is one of t
     fetched         a response came: where the feed lives now, how long it stays fresh
     not_modified    304, or the very body parsed last time
     polled_ok       a new body parsed: validators, metadata, entry dates, entries counted
+    sources_polled  a site entry's sources were polled (each with its own decisions)
     failed          no usable answer: a failure streak and its backoff; a stated wait
                     (Retry-After) is a date instead; 410 disables the feed
 """
@@ -121,6 +122,20 @@ def polled_ok(
         recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
         items=state.items + new_entries,
     )
+    return _succeeded(feed, state, config, now, rng)
+
+
+def sources_polled(
+    feed: FeedConfig,
+    state: FeedState,
+    config: ScheduleConfig,
+    now: float,
+    rng: random.Random,
+    **changes: object,
+) -> FeedState:
+    """A site entry polled its sources (each committed its own state): what discovery
+    found and the coverage kept, and the entry due again at its interval."""
+    state = evolve(state, last_fetch_at=now, **changes)
     return _succeeded(feed, state, config, now, rng)
 
 

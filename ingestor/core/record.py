@@ -46,6 +46,7 @@ class Record:
     similarity: float | None = None
     word_count: int = 0
     enclosures: list[dict[str, Any]] = field(default_factory=list)
+    backfill: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every value, a millisecond per record.

@@ -66,6 +66,14 @@ class FeedState:
     next_due: float = 0.0
     items: int = 0
     recent_entry_times: tuple[float, ...] = ()
+    # A site entry (or a sitemap index): the sources it polls, what discovery found
+    # (url, kind, why it was or was not used) and when; the canonical URLs its sources
+    # listed lately, with where (COVERAGE_FEED | COVERAGE_SITEMAP) and when last seen.
+    sources: tuple[str, ...] = ()
+    discovery: tuple[tuple[str, str, str], ...] = ()
+    discovered_at: float | None = None
+    coverage: tuple[tuple[str, int, float], ...] = ()
+    backfilled: bool = False  # its history was read (backfill:); never again
 
     @property
     def url(self) -> str:

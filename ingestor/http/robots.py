@@ -65,6 +65,11 @@ class RobotsCache:
             return None
         return float(delay) if delay is not None else None
 
+    async def sitemaps(self, url: str) -> list[str]:
+        """The `Sitemap:` lines of the host's robots.txt, in its order."""
+        parser = await self._parser_for(robots_url(url))
+        return list(parser.site_maps() or [])
+
     async def _parser_for(self, robots: str) -> RobotFileParser:
         cached = self._cache.get(robots)
         if cached is not None and cached[0] > time.monotonic():

@@ -79,7 +79,7 @@ def parse_rss_atom(doc: RetrievedFeed) -> ParsedFeed:
         refusal = html_instead_of_feed(body, doc.media_type)
         if refusal:
             raise ParseError(url, refusal)
-    meta = _feed_meta(parsed.feed, body)
+    meta = _feed_meta(parsed.feed, body, url)
     found = (_normalize_entry(e, url, meta.language) for e in parsed.entries[:MAX_ENTRIES])
     entries = mark_shared_links([e for e in found if e is not None], meta.link)
     if not entries and not parsed.version and not meta.title:
@@ -190,7 +190,7 @@ def _entry_dates(raw: Any, language: str | None) -> tuple[datetime | None, datet
     return published, updated
 
 
-def _feed_meta(feed: Any, body: bytes) -> FeedMeta:
+def _feed_meta(feed: Any, body: bytes, url: str) -> FeedMeta:
     ttl = feed.get("ttl")
     ttl_seconds = float(ttl) * 60 if isinstance(ttl, str) and ttl.strip().isdigit() else None
     period = _UPDATE_PERIODS.get(str(feed.get("sy_updateperiod", "")).strip().lower())
@@ -217,4 +217,14 @@ def _feed_meta(feed: Any, body: bytes) -> FeedMeta:
         skip_hours=frozenset(skip_hours),
         skip_days=frozenset(skip_days),
         update_period=update_period,
+        prev_archive=_link_by_rel(feed, "prev-archive", url),
+        next_page=_link_by_rel(feed, "next", url),
     )
+
+
+def _link_by_rel(feed: Any, rel: str, base: str) -> str | None:
+    """An RFC 5005 link (Atom's <link>, or atom:link inside RSS), made absolute."""
+    for link in feed.get("links", []) or []:
+        if isinstance(link, dict) and link.get("rel") == rel:
+            return safe_link(base, link.get("href"))
+    return None

@@ -21,10 +21,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ingestor.analyze.jobs import parse_feed_job
 from ingestor.config.model import FeedConfig
-from ingestor.core import frontier, poll_decider, schedule
+from ingestor.core import frontier, poll_decider, schedule, sources
 from ingestor.core.dedup import new_entries, republished_entries, updated_entries
 from ingestor.core.entry import ParsedFeed
 from ingestor.core.frontier import NewItem
@@ -32,8 +33,8 @@ from ingestor.core.payload import feed_settings
 from ingestor.core.poll_decider import Gate
 from ingestor.core.polling import with_meta
 from ingestor.core.retrieved import RetrievedFeed
-from ingestor.core.state import FeedState, HostWait, PollCommit
-from ingestor.core.urls import host_key
+from ingestor.core.state import FeedState, HostWait, PollCommit, evolve
+from ingestor.core.urls import canonicalize_url, host_key
 from ingestor.errors import (
     FetchError,
     IngestorError,
@@ -43,6 +44,7 @@ from ingestor.errors import (
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.parts import Parts, UsesParts
+from ingestor.pipeline.sources import SourcePoller
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class FeedPoller(UsesParts):
         self.dispatcher = dispatcher
         self.states: dict[str, FeedState] = {}
         self._feed_locks: dict[str, asyncio.Lock] = {}
+        self.sources = SourcePoller(parts, lambda: self.states, self.poll_feed, self._parse)
 
     def state_of(self, feed: FeedConfig) -> FeedState:
         return self.states.get(feed.feed_id) or FeedState(feed_id=feed.feed_id)
@@ -115,6 +118,8 @@ class FeedPoller(UsesParts):
             await self.store.release_feeds([feed.feed_id], retry_at or later)
 
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
+        if feed.site:
+            return await self.sources.poll_site(feed, force)
         now = time.time()
         decision = poll_decider.gate(feed, self.state_of(feed), now, force, after_wait)
         state = decision.state
@@ -153,7 +158,8 @@ class FeedPoller(UsesParts):
         if response.not_modified:
             self.metrics.inc("feeds_not_modified")
             state = poll_decider.not_modified(feed, state, self.config.schedule, now, self.rng)
-            return await self._committed(state, PollOutcome(feed.feed_id, PollStatus.NOT_MODIFIED))
+            outcome = await self._same_document(feed, state, PollStatus.NOT_MODIFIED, force)
+            return await self._committed(state, outcome)
         body_hash = hashlib.sha256(response.body).hexdigest()
         if body_hash == state.body_hash:
             self.metrics.inc("feeds_unchanged")
@@ -167,7 +173,8 @@ class FeedPoller(UsesParts):
                 response.last_modified,
                 same_body=True,
             )
-            return await self._committed(state, PollOutcome(feed.feed_id, PollStatus.UNCHANGED))
+            outcome = await self._same_document(feed, state, PollStatus.UNCHANGED, force)
+            return await self._committed(state, outcome)
         started = time.perf_counter()
         try:
             parsed, parse_seconds = await self._parse(response.retrieved())
@@ -179,6 +186,7 @@ class FeedPoller(UsesParts):
             self.metrics.observe("parse_roundtrip", time.perf_counter() - started)
         if parsed.warning:
             log.info("feed %s: %s", feed.url, parsed.warning)
+        parsed, state, index = await self._beyond_the_document(feed, state, parsed, now, force)
         items = await self._new_items(feed, with_meta(state, parsed.meta), parsed, now)
         new, updated = poll_decider.entries_counted([i.is_update for i in items])
         state = poll_decider.polled_ok(
@@ -194,8 +202,53 @@ class FeedPoller(UsesParts):
             entry_dates=[e.published or e.updated for e in parsed.entries],
             new_entries=new,
         )
-        outcome = PollOutcome(feed.feed_id, PollStatus.OK, new_entries=new, updated_entries=updated)
+        # History is read once, at the first poll that asks for it.
+        state = evolve(state, backfilled=state.backfilled or feed.backfill > 0)
+        outcome = index or PollOutcome(
+            feed.feed_id,
+            PollStatus.OK,
+            new_entries=new,
+            updated_entries=updated,
+            listed=self._listed(parsed),
+            sitemap=parsed.is_sitemap,
+        )
         return await self._committed(state, outcome, items)
+
+    async def _same_document(
+        self, feed: FeedConfig, state: FeedState, status: PollStatus, force: bool
+    ) -> PollOutcome:
+        """A 304 or the same body: nothing new, but the sitemaps an unchanged index
+        lists still are polled (they change without it)."""
+        if not state.sources:
+            return PollOutcome(feed.feed_id, status)
+        outcome = await self.sources.poll_listed(feed, state.sources, force)
+        return replace(outcome, status=status)
+
+    async def _beyond_the_document(
+        self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float, force: bool
+    ) -> tuple[ParsedFeed, FeedState, PollOutcome | None]:
+        """A sitemap index's sitemaps polled (their outcome is the index's); a sitemap's
+        entries cut to its news (and, at the first poll, its history); a feed's first poll
+        with its older pages' entries when it asks for backfill."""
+        backfill = 0 if state.backfilled else feed.backfill
+        if parsed.format == "sitemapindex":
+            index, children = await self.sources.poll_index(feed, parsed, state, force)
+            return parsed, evolve(state, sources=children), index
+        if parsed.is_sitemap:
+            taken = sources.sitemap_entries(parsed.entries, now, feed.sitemap_max_age, backfill)
+            return replace(parsed, entries=tuple(taken)), state, None
+        if backfill and (parsed.meta.prev_archive or parsed.meta.next_page):
+            history = await self.sources.history(feed, parsed)
+            return replace(parsed, entries=parsed.entries + tuple(history)), state, None
+        return parsed, state, None
+
+    def _listed(self, parsed: ParsedFeed) -> tuple[str, ...]:
+        """What the document lists now (a site's coverage), history left out."""
+        return tuple(
+            canonicalize_url(e.link, self.tracking)
+            for e in parsed.entries
+            if e.link and not e.backfill and not e.shared_link
+        )
 
     async def _parse(self, doc: RetrievedFeed) -> tuple[ParsedFeed, float]:
         if len(doc.body) > INLINE_PARSE_MAX_BYTES:

@@ -35,6 +35,10 @@ class PollOutcome:
     updated_entries: int = 0  # known entries queued again as updates (dedup.updates)
     error: str | None = None
     retry_at: float | None = None  # the server (or its host) asked us to come back then
+    # The canonical URLs the document listed (a site's coverage), and whether it was a
+    # sitemap: the site entry that polled it counts them.
+    listed: tuple[str, ...] = ()
+    sitemap: bool = False
 
     def describe_entries(self) -> str:
         parts = []

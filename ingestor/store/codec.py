@@ -31,9 +31,12 @@ def feed_from_json(text: str) -> FeedState:
     if not data.keys() <= _KNOWN_FEED_FIELDS:
         # Written by another version: its extra fields are not this one's.
         data = {k: v for k, v in data.items() if k in _KNOWN_FEED_FIELDS}
-    for key in ("skip_hours", "skip_days", "recent_entry_times"):
+    for key in ("skip_hours", "skip_days", "recent_entry_times", "sources"):
         if key in data and isinstance(data[key], list):
             data[key] = tuple(data[key])
+    for key in ("discovery", "coverage"):
+        if key in data and isinstance(data[key], list):
+            data[key] = tuple(tuple(row) for row in data[key] if isinstance(row, list))
     return FeedState(**data)
 
 
