@@ -281,12 +281,15 @@ def test_import_opml_says_which_outlines_it_left_out(tmp_path):
         '  <outline text="Good" type="rss" xmlUrl="https://news.example/feed.xml"/>\n'
         '  <outline text="Archive" type="rss" xmlUrl="ftp://files.example/feed.xml"/>\n'
         '  <outline text="Just a note"/>\n'
+        '  <outline text="A site" htmlUrl="https://site.example/"/>\n'
         "</outline>\n</body></opml>\n",
         encoding="utf-8",
     )
     run = cli("import-opml", str(opml))
     assert run.returncode == 0, run.stderr
     assert "https://news.example/feed.xml" in run.stdout and "ftp://" not in run.stdout
+    # An outline with only a website address becomes a site entry (its feeds discovered).
+    assert "  - site: https://site.example/\n    name: A site\n" in run.stdout
     lines = run.stderr.splitlines()
     assert len(lines) == 2, run.stderr
     assert "line 5: outline 'Archive': ftp://files.example/feed.xml is not http(s)" in lines[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,8 @@ from aiohttp import web
 from ingestor.config.model import FeedConfig
 from ingestor.core import sources
 from ingestor.core.record import record_schema
+from ingestor.core.state import FeedState
+from ingestor.service.status import feed_rows, render_json, render_table
 from tests.conftest import article_html, distinct_story, make_config, read_records
 from tests.test_pipeline import run_pass
 
@@ -141,6 +144,17 @@ async def test_a_site_is_read_through_its_feed_and_news_sitemap_with_coverage(
     )
     # Discovery runs at the first poll, then daily: not again in the second pass.
     assert w.hits["/"] == 1
+    [row] = json.loads(render_json(feed_rows(config, again.states)))
+    assert row["coverage"] == counts and row["site"] is True
+    assert {s["url"].removeprefix(w.base): s["used"] for s in row["sources"]} == {
+        "/rss.xml": True,
+        "/comments/feed": False,
+        "/news-sitemap.xml": True,
+    }
+    assert "its feeds carried 20 of the 30 articles" in render_table(
+        feed_rows(config, again.states)
+    )
+    assert f'ingestor_site_missed_by_feeds{{site="{w.base}/"}} 10' in again.metrics.render()
     by_url = {r["url"]: r for r in records}
     from_sitemap_only = by_url[urls[25]]
     assert from_sitemap_only["tags"][:2] == ["world", "politics"]
@@ -251,3 +265,45 @@ async def test_bad_sitemaps_fail_alone_and_other_hosts_are_refused(
     assert "50,000" in errors
     assert other.fetched("/news") == 0
     assert "2 URL(s) on other hosts refused" in caplog.text
+
+
+def test_a_feed_silent_for_much_longer_than_its_rhythm_is_stale():
+    now = 1_800_000_000.0
+    hourly = tuple(now - 86400 * 3 - 3600 * n for n in range(10))
+    assert sources.stale_since(FeedState("f", recent_entry_times=hourly), now) == max(hourly)
+    # The same rhythm, last item 2 hours ago: keeping its pace.
+    recent = tuple(t + 86400 * 3 - 3600 for t in hourly)
+    assert sources.stale_since(FeedState("f", recent_entry_times=recent), now) is None
+    # A weekly feed three weeks quiet is not stale yet (8 of its gaps: 8 weeks).
+    weekly = tuple(now - 86400 * 21 - 86400 * 7 * n for n in range(5))
+    assert sources.stale_since(FeedState("f", recent_entry_times=weekly), now) is None
+    assert sources.stale_since(FeedState("f", recent_entry_times=weekly), now + 86400 * 40)
+    # Too few items to know its rhythm: never judged.
+    assert sources.stale_since(FeedState("f", recent_entry_times=(now - 1e7,)), now) is None
+
+
+def test_site_entries_in_the_config(tmp_path):
+    import pytest
+
+    from ingestor.config.load import load_config
+    from ingestor.errors import ConfigError
+
+    path = tmp_path / "ingestor.yaml"
+    head = f"output:\n  dir: {tmp_path}/out\nstate:\n  path: {tmp_path}/s.db\nfeeds:\n"
+    path.write_text(
+        head + "  - site: https://news.example/\n    backfill: 50\n    interval: 1h\n"
+        "  - url: https://news.example/sitemap.xml\n    sitemap_max_age: 6h\n"
+    )
+    site, sitemap = load_config(path).feeds
+    assert (site.site, site.url, site.backfill, site.interval) == (
+        True,
+        "https://news.example/",
+        50,
+        3600.0,
+    )
+    assert (sitemap.site, sitemap.sitemap_max_age) == (False, 21600.0)
+    path.write_text(head + "  - site: ftp://x/\n  - site: https://a/\n    url: https://a/f\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "feeds[0].site: 'ftp://x/' is not an http(s) URL" in str(caught.value)
+    assert "feeds[1]: give url (a feed or sitemap) or site, not both" in str(caught.value)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ingestor.config import values
 from ingestor.config.model import Config, FeedConfig, RequestOptions, parsers, required, sections
 from ingestor.errors import ConfigError
 
@@ -147,6 +148,8 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         if isinstance(item, str):
             item = {"url": item}
         item, is_site = _site_entry(item, path, problems, source)
+        if item is None:
+            continue
         request = None
         options = parsers(RequestOptions)
         if isinstance(item, dict):
@@ -172,9 +175,14 @@ def _site_entry(item: Any, path: str, problems: list[str], source: str) -> tuple
         return item, False
     if "url" in item:
         problems.append(f"{source}: {path}: give url (a feed or sitemap) or site, not both")
-        return item, False
-    rest = {k: v for k, v in item.items() if k != "site"}
-    return {"url": item["site"], **rest}, True
+        return None, False
+    try:
+        site = values.http_url(item["site"])
+    except ValueError as exc:
+        problems.append(f"{source}: {path}.site: {exc}")
+        return None, False
+    rest = {k: value for k, value in item.items() if k != "site"}
+    return {"url": site, **rest}, True
 
 
 # libyaml's safe loader when PyYAML was built with it: a 10,000-feed file loads in a

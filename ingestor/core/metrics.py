@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 _DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -31,6 +31,8 @@ class Metrics:
         self.counters: dict[tuple[str, str], float] = defaultdict(float)
         self.stages: dict[str, Histogram] = defaultdict(Histogram)
         self.gauges: dict[str, Callable[[], float]] = {}
+        # name -> (label name, read): one series per label value (a site, a feed).
+        self.labeled_gauges: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
         # Refreshed before each exposition: gauges that need a state-store query.
         self.collectors: list[Callable[[], Awaitable[None]]] = []
         self.started = time.time()
@@ -79,6 +81,10 @@ class Metrics:
         for name, read in sorted(self.gauges.items()):
             lines.append(f"# TYPE ingestor_{name} gauge")
             lines.append(f"ingestor_{name} {read():g}")
+        for name, (key, read_all) in sorted(self.labeled_gauges.items()):
+            lines.append(f"# TYPE ingestor_{name} gauge")
+            for label, value in sorted(read_all().items()):
+                lines.append(f'ingestor_{name}{{{key}="{_escape(label)}"}} {value:g}')
         if self.stages:
             lines.append("# TYPE ingestor_stage_seconds histogram")
         for stage, histogram in sorted(self.stages.items()):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from ingestor.analyze.pool import WorkerPool
 from ingestor.config.model import Config, FeedConfig
-from ingestor.core import frontier
+from ingestor.core import frontier, sources
 from ingestor.core.metrics import Metrics
 from ingestor.core.state import FeedState
 from ingestor.http.fetcher import Fetcher
@@ -82,6 +82,27 @@ class Pipeline:
             journal = sink.journal
             self.metrics.gauges["journal_last_seq"] = lambda: float(journal.last_seq)
         self.metrics.gauges["record_publish_errors"] = lambda: float(sink.publish_errors)
+        self.metrics.labeled_gauges["site_missed_by_feeds"] = ("site", self._missed_by_feeds)
+        self.metrics.labeled_gauges["feed_stale_since"] = ("feed", self._stale_feeds)
+        self._stale_judged: tuple[float, dict[str, float]] = (0.0, {})
+
+    def _missed_by_feeds(self) -> dict[str, float]:
+        now = time.time()
+        return {
+            feed_id: float(sources.coverage_counts(state.coverage, now)["missed_by_feeds"])
+            for feed_id, state in self.states.items()
+            if state.discovered_at is not None
+        }
+
+    def _stale_feeds(self) -> dict[str, float]:
+        """Feeds silent for much longer than their rhythm: the date of their last item.
+        Judged at most once a minute: at 100,000 feeds a judgement takes about a second."""
+        now = time.time()
+        if now - self._stale_judged[0] >= 60.0:
+            stale = ((f, sources.stale_since(s, now)) for f, s in self.states.items())
+            found = {feed_id: since for feed_id, since in stale if since is not None}
+            self._stale_judged = (now, found)
+        return self._stale_judged[1]
 
     @property
     def states(self) -> dict[str, FeedState]:

@@ -198,7 +198,13 @@ def _cmd_migrate_state(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    print(f"{args.config}: ok ({len(config.feeds)} feeds)")
+    sites = sum(1 for feed in config.feeds if feed.site)
+    counted = (
+        f"{len(config.feeds) - sites} feeds, {sites} sites"
+        if sites
+        else f"{len(config.feeds)} feeds"
+    )
+    print(f"{args.config}: ok ({counted})")
     return EXIT_OK
 
 

@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ingestor.config.model import Config
-from ingestor.core import schedule
+from ingestor.config.model import Config, FeedConfig
+from ingestor.core import schedule, sources
 from ingestor.core.state import FeedState, FrontierRow, FrontierSummary
 from ingestor.store.factory import make_store
 
@@ -80,9 +80,38 @@ def feed_rows(
                 "last_article_failure": (
                     {"url": failure[0], "error": failure[1], "at": failure[2]} if failure else None
                 ),
+                "stale_since": sources.stale_since(state, time.time()),
+                **_site(feed, state, states),
             }
         )
     return rows
+
+
+def _site(feed: FeedConfig, state: FeedState, states: dict[str, FeedState]) -> dict[str, Any]:
+    """A site entry's discovered sources (why each is or is not used, how each fares)
+    and how much of the site its feeds carry."""
+    if not feed.site:
+        return {}
+    found = []
+    for url, kind, why in state.discovery:
+        source = states.get(url)
+        found.append(
+            {
+                "url": url,
+                "kind": kind,
+                "used": why.startswith("used"),
+                "why": why,
+                "last_success": source.last_success_at if source else None,
+                "last_error": source.last_error if source else None,
+                "stale_since": sources.stale_since(source, time.time()) if source else None,
+            }
+        )
+    return {
+        "site": True,
+        "discovered_at": state.discovered_at,
+        "sources": found,
+        "coverage": sources.coverage_counts(state.coverage, time.time()),
+    }
 
 
 def host_rows(frontier: FrontierSummary) -> list[dict[str, Any]]:
@@ -140,11 +169,17 @@ def render_json(rows: list[dict[str, Any]]) -> str:
         "at",
         "polled_at",
         "server_wait_until",
+        "stale_since",
+        "discovered_at",
     )
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
         return {
-            k: convert(v) if isinstance(v, dict) else (iso(v) if k in keys else v)
+            k: convert(v)
+            if isinstance(v, dict)
+            else [convert(i) for i in v]
+            if isinstance(v, list) and all(isinstance(i, dict) for i in v)
+            else (iso(v) if k in keys else v)
             for k, v in row.items()
         }
 
@@ -187,6 +222,12 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             )
         if row["last_error"]:
             lines.append(f"         last error:   {row['last_error']}")
+        if row["stale_since"]:
+            lines.append(
+                f"         STALE:        no new item since {_when(row['stale_since'], now)}, "
+                "much longer than its usual rhythm"
+            )
+        lines.extend(_site_lines(row, now))
         if row["server_wait_until"]:
             lines.append(
                 f"         server asked: no request before {_when(row['server_wait_until'], now)}"
@@ -207,6 +248,24 @@ def render_table(rows: list[dict[str, Any]]) -> str:
                 f"({_when(failure['at'], now)}; record from the feed's text)"
             )
     return "\n".join(lines) if lines else "no feeds configured"
+
+
+def _site_lines(row: dict[str, Any], now: float) -> list[str]:
+    if not row.get("site"):
+        return []
+    lines = [
+        f"         coverage:     {sources.coverage_sentence(row['coverage'])} (the last 2 days)",
+        f"         discovered:   {_when(row['discovered_at'], now)}",
+    ]
+    for source in row["sources"]:
+        lines.append(f"           {source['kind']:8} {source['url']}: {source['why']}")
+        if source["last_error"]:
+            lines.append(f"                    last error: {source['last_error']}")
+        if source["stale_since"]:
+            lines.append(
+                f"                    STALE: no new item since {_when(source['stale_since'], now)}"
+            )
+    return lines
 
 
 def render_hosts(rows: list[dict[str, Any]]) -> str:
