@@ -44,7 +44,7 @@ from ingestor.errors import (
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.parts import Parts, UsesParts
-from ingestor.pipeline.sources import SourcePoller
+from ingestor.pipeline.source_poller import SourcePoller
 
 log = logging.getLogger(__name__)
 
