@@ -16,7 +16,15 @@ from typing import Any
 import yaml
 
 from ingestor.config import values
-from ingestor.config.model import Config, FeedConfig, RequestOptions, parsers, required, sections
+from ingestor.config.model import (
+    Config,
+    FeedConfig,
+    RequestOptions,
+    WebhookConfig,
+    parsers,
+    required,
+    sections,
+)
 from ingestor.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -99,8 +107,8 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
     built: dict[str, Any] = {}
     known_sections = sections()
     for key in data:
-        if key not in known_sections and key != "feeds":
-            known = ", ".join([*sorted(known_sections), "feeds"])
+        if key not in known_sections and key not in ("feeds", "sinks"):
+            known = ", ".join([*sorted(known_sections), "feeds", "sinks"])
             problems.append(f"{source}: {key}: unknown key (known keys: {known})")
     for name, cls in known_sections.items():
         if (required(cls) or name == "state") and name not in data:
@@ -108,6 +116,8 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
             continue
         built[name] = _build(cls, data.get(name), name, problems, source)
     feeds = _parse_feeds(data.get("feeds"), problems, source)
+    output = built.get("output")
+    sinks = parse_sinks(data.get("sinks"), output is None or output.journal, problems, source)
     schedule = built.get("schedule")
     if (
         schedule is not None
@@ -128,7 +138,7 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> Config
     built["output"] = replace(built["output"], dir=_resolve(built["output"].dir, base))
     if state.path is not None:
         built["state"] = replace(state, path=_resolve(state.path, base))
-    return Config(source=source, feeds=tuple(feeds), **built)
+    return Config(source=source, feeds=tuple(feeds), sinks=tuple(sinks), **built)
 
 
 def _resolve(path: Path, base: Path) -> Path:
@@ -167,6 +177,42 @@ def _parse_feeds(raw: Any, problems: list[str], source: str) -> list[FeedConfig]
         seen[feed.url] = index
         feeds.append(feed)
     return feeds
+
+
+def parse_sinks(raw: Any, journal: bool, problems: list[str], source: str) -> list[WebhookConfig]:
+    """`sinks:`, a list of `{webhook: {...}}`; they deliver the journal, so it must be on."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"{source}: sinks: expected a list of sinks ({{webhook: {{url: ...}}}})")
+        return []
+    sinks: list[WebhookConfig] = []
+    for index, item in enumerate(raw):
+        path = f"sinks[{index}]"
+        if not isinstance(item, dict) or set(item) != {"webhook"}:
+            problems.append(f"{source}: {path}: expected `webhook:` (the only kind of sink)")
+            continue
+        options = item["webhook"]
+        if isinstance(options, dict) and "from" in options:
+            options = {("start" if k == "from" else k): v for k, v in options.items()}
+        mine: list[str] = []
+        sink = _build(WebhookConfig, options, f"{path}.webhook", mine, source)
+        problems.extend(p.replace(".webhook.start:", ".webhook.from:") for p in mine)
+        if sink is None:
+            continue
+        if any(s.sink_name == sink.sink_name for s in sinks):
+            problems.append(
+                f"{source}: {path}.webhook.name: {sink.sink_name!r} is the name of another "
+                f"sink: give each its own name"
+            )
+            continue
+        sinks.append(sink)
+    if sinks and not journal:
+        problems.append(
+            f"{source}: sinks: webhook sinks deliver the change journal: set output.journal "
+            f"to true (or remove the sinks)"
+        )
+    return sinks
 
 
 def _site_entry(item: Any, path: str, problems: list[str], source: str) -> tuple[Any, bool]:

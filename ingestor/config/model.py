@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ingestor import __version__
 from ingestor.config import values as v
@@ -225,6 +226,32 @@ class FeedConfig:
         return self.url
 
 
+SinkStart = Literal["oldest", "latest"]
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One webhook sink: the journal POSTed in order, signed with `secret`."""
+
+    url: str = setting(_REQUIRED, v.http_url, shown=False)  # its query may hold a token
+    secret: str = setting(_REQUIRED, v.secret, shown=False)
+    batch: int = setting(100, v.whole(1, 10_000))
+    timeout: float = setting(10.0, v.positive_duration)
+    headers: tuple[tuple[str, str], ...] = setting((), v.headers, shown=False)
+    name: str | None = setting(None, v.optional_str)
+    # YAML `from:`: a new sink starts at the oldest journal line kept, or the next written.
+    start: SinkStart = setting("oldest", v.choice_of(SinkStart))
+
+    @property
+    def sink_name(self) -> str:
+        """Its name in the state, `status` and metrics: `name`, else the URL's host and
+        path (never its query, which may hold a token)."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -238,6 +265,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     feeds: tuple[FeedConfig, ...] = ()
+    sinks: tuple[WebhookConfig, ...] = ()
 
     def __post_init__(self) -> None:
         # Per-feed overrides resolved once: every FeedConfig carries its effective values.
@@ -261,5 +289,5 @@ def sections() -> dict[str, type]:
     return {
         f.name: f.default_factory  # type: ignore[misc]
         for f in dataclasses.fields(Config)
-        if f.default_factory is not dataclasses.MISSING and f.name != "feeds"
+        if f.default_factory is not dataclasses.MISSING and f.name not in ("feeds", "sinks")
     } | {"output": OutputConfig, "state": StateConfig}

@@ -97,6 +97,19 @@ def evolve(state: FeedState, **changes: object) -> FeedState:
 
 
 @dataclass(frozen=True)
+class SinkPosition:
+    """A delivery sink's place in the journal: every line up to `cursor` acknowledged."""
+
+    name: str
+    cursor: int
+    updated_at: float | None = None  # the last acknowledgement
+    last_error: str | None = None
+    failures: int = 0  # deliveries that failed, ever
+    holder: str | None = None  # the instance delivering now (PostgreSQL)
+    lease_until: float = 0.0
+
+
+@dataclass(frozen=True)
 class RecordRef:
     record_id: str
     canonical_url: str

@@ -114,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the article frontier per host instead of the feeds (with --json too)",
     )
+    status.add_argument(
+        "--sinks",
+        action="store_true",
+        help="each webhook sink's cursor, lag and last error instead (with --json too)",
+    )
+    sinks = command("sinks", "Webhook sinks: `sinks replay NAME --from SEQ`.")
+    sink_commands = sinks.add_subparsers(dest="sink_command", required=True)
+    replay = sink_commands.add_parser(
+        "replay", help="deliver the journal to a sink again, from line SEQ (within retention)"
+    )
+    replay.add_argument("name", help="the sink's name (as `status --sinks` shows it)")
+    replay.add_argument("--config", required=True, type=Path)
+    replay.add_argument("--from", dest="first", required=True, type=int, metavar="SEQ")
     tail = command(
         "tail",
         "Print the change journal (records created, updated, deleted) as JSON lines, in "
@@ -167,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _cmd_status,
         "tail": _cmd_tail,
         "migrate-state": _cmd_migrate_state,
+        "sinks": _cmd_sinks,
     }
     try:
         return handlers[args.command](args)
@@ -179,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FATAL
     except KeyboardInterrupt:
         return 130
+
+
+def _cmd_sinks(args: argparse.Namespace) -> int:
+    from ingestor.service.webhooks import replay_sink
+
+    config = load_config(args.config)
+    newest = asyncio.run(replay_sink(config, args.name, args.first))
+    print(f"sink {args.name}: delivers again from line {args.first} (the journal is at {newest})")
+    return EXIT_OK
 
 
 def _cmd_migrate_state(args: argparse.Namespace) -> int:
@@ -293,15 +316,21 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ingestor.service.status import collect_status, render_hosts, render_json, render_table
+    from ingestor.service import status
 
     config = load_config(args.config)
-    feeds, hosts = asyncio.run(collect_status(config))
+    if args.sinks:
+        sinks = asyncio.run(status.collect_sinks(config))
+        print(status.render_json(sinks) if args.json else status.render_sinks(sinks))
+        return EXIT_OK
+    feeds, hosts = asyncio.run(status.collect_status(config))
     if args.json:
-        print(render_json(hosts if args.hosts else feeds))
+        print(status.render_json(hosts if args.hosts else feeds))
     elif args.hosts:
-        print(render_hosts(hosts))
+        print(status.render_hosts(hosts))
     else:
-        print(render_table(feeds))
-        print(render_hosts(hosts))
+        print(status.render_table(feeds))
+        print(status.render_hosts(hosts))
+        if config.sinks:
+            print(status.render_sinks(asyncio.run(status.collect_sinks(config))))
     return EXIT_OK

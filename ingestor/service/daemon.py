@@ -31,6 +31,7 @@ from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.service.metrics_server import MetricsServer
 from ingestor.service.runtime import open_pipeline
+from ingestor.service.webhooks import RunningSinks, make_sinks, place_sinks
 
 log = logging.getLogger(__name__)
 _PRUNE_EVERY = 3600.0
@@ -147,11 +148,15 @@ class Daemon:
                 self.config.state.where,
                 self.metrics.instance,
             )
+            delivering = make_sinks(self.config, pipeline.store, self.metrics)
+            await place_sinks(delivering)
             self._log_first_polls(pipeline, now)
             self._dispatch_due()
+            sinks = RunningSinks(delivering)
             try:
                 await self._stopping.wait()
             finally:
+                await sinks.stop()
                 scheduler.shutdown(wait=False)
                 await self._drain()
                 if server is not None:

@@ -20,6 +20,7 @@ async def run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     from ingestor.core.metrics import Metrics
     from ingestor.pipeline.journal_upkeep import apply_retention
     from ingestor.service.runtime import open_pipeline
+    from ingestor.service.webhooks import deliver_pending, make_sinks, place_sinks
 
     progress = _Progress() if sys.stderr.isatty() else _LogProgress()
     metrics = Metrics()
@@ -41,6 +42,8 @@ async def run_once(config: Config, metrics_file: Path | None) -> PassSummary:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     async with open_pipeline(config, metrics) as pipeline:
+        sinks = make_sinks(config, pipeline.store, metrics)
+        await place_sinks(sinks)
         summary = await pipeline.run_once_until(config.feeds, stop, progress)
         summary.stopped_by = stopped_by[0] if stopped_by else None
         await metrics.collect()
@@ -51,6 +54,8 @@ async def run_once(config: Config, metrics_file: Path | None) -> PassSummary:
         if config.output.retention is not None:
             retention = config.output.retention
             await apply_retention(pipeline.store, pipeline.sink, retention, time.time())
+        if sinks and not stopped_by:
+            await deliver_pending(sinks, config.pipeline.once_max_wait)
     if isinstance(progress, _Progress):
         progress.finish()
     if metrics_file is not None:

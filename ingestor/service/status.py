@@ -171,6 +171,7 @@ def render_json(rows: list[dict[str, Any]]) -> str:
         "server_wait_until",
         "stale_since",
         "discovered_at",
+        "last_delivery",
     )
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
@@ -279,5 +280,57 @@ def render_hosts(rows: list[dict[str, Any]]) -> str:
             f"  {row['host']:32} {row['queued']:6} queued  next "
             f"{'now' if row['due_now'] else _when(row['due'], now)}"
             f"  attempts up to {row['max_attempts']}{error}"
+        )
+    return "\n".join(lines)
+
+
+async def collect_sinks(config: Config) -> list[dict[str, Any]]:
+    """Each configured sink's place in the journal: its cursor, how far behind it is (in
+    lines, and in seconds since the oldest line not yet acknowledged) and its last error."""
+    if not config.sinks:
+        return []
+    store = make_store(config.state, read_only=True)
+    await store.open()
+    try:
+        positions = await store.sink_positions()
+        newest = await store.journal_newest()
+        rows = []
+        for sink in config.sinks:
+            position = positions.get(sink.sink_name)
+            cursor = position.cursor if position else None
+            waiting = await store.journal_since(cursor, 1) if cursor is not None else []
+            rows.append(
+                {
+                    "sink": sink.sink_name,
+                    "cursor": cursor,
+                    "journal_last_seq": newest,
+                    "lag_lines": max(newest - cursor, 0) if cursor is not None else None,
+                    "lag_seconds": round(max(time.time() - waiting[0].at, 0.0), 1)
+                    if waiting
+                    else 0.0,
+                    "last_delivery": position.updated_at if position else None,
+                    "last_error": position.last_error if position else None,
+                    "failures": position.failures if position else 0,
+                    "delivering": position.holder if position else None,
+                }
+            )
+        return rows
+    finally:
+        await store.close()
+
+
+def render_sinks(rows: list[dict[str, Any]]) -> str:
+    now = time.time()
+    lines = []
+    for row in rows:
+        if row["cursor"] is None:
+            lines.append(f"sink {row['sink']}: not started yet")
+            continue
+        lines.append(
+            f"sink {row['sink']}: delivered up to line {row['cursor']} of "
+            f"{row['journal_last_seq']} ({row['lag_lines']} behind, oldest waiting "
+            f"{row['lag_seconds']:.0f}s); last delivery {_when(row['last_delivery'], now)}; "
+            f"{row['failures']} failed deliveries"
+            + (f"; last error: {row['last_error']}" if row["last_error"] else "")
         )
     return "\n".join(lines)

@@ -55,14 +55,18 @@ class SegmentFiles:
         self.writer = writer
         self._segment: int | None = None  # first seq of the segment being read
         self._offset = 0
+        self._last = 0  # the last seq returned: the offset is valid for reading after it
 
     async def after(self, seq: int, limit: int) -> list[JournalEntry]:
         segments = list_segments(self.directory, self.writer)
-        candidates = [s for s in segments if s.name.first_seq <= seq + 1]
-        if not candidates:
+        if not segments:
             return []
-        segment = candidates[-1]
-        if segment.name.first_seq != self._segment:
+        candidates = [s for s in segments if s.name.first_seq <= seq + 1]
+        # None: retention removed the lines after `seq`; the oldest kept come next.
+        segment = candidates[-1] if candidates else segments[0]
+        if segment.name.first_seq != self._segment or seq != self._last:
+            # Another segment, or a read again from an earlier place (a delivery retried,
+            # a cursor rewound): from the segment's start.
             self._segment, self._offset = segment.name.first_seq, 0
         found: list[JournalEntry] = []
         lines, end = read_lines(segment.path, self._offset)
@@ -75,6 +79,7 @@ class SegmentFiles:
                 if len(found) >= limit:
                     break
         self._offset = offset if len(found) >= limit else end
+        self._last = found[-1].seq if found else seq
         return found
 
     async def describe_empty(self) -> str | None:

@@ -11,7 +11,7 @@ import orjson
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.journal import JournalEntry
 from ingestor.core.payload import decode_payload
-from ingestor.core.state import FeedState, RecordRef
+from ingestor.core.state import FeedState, RecordRef, SinkPosition
 
 
 def feed_to_json(state: FeedState) -> str:
@@ -45,6 +45,15 @@ def record_ref(row: tuple[Any, ...]) -> RecordRef:
 
 
 JOURNAL_COLUMNS = "seq, op, record_id, path, content_hash, at, writer"
+
+SINK_COLUMNS = "name, cursor, updated_at, last_error, failures, holder, lease_until"
+
+
+def sink_position(row: tuple[Any, ...]) -> SinkPosition:
+    name, cursor, updated_at, last_error, failures, holder, lease_until = row
+    return SinkPosition(
+        name, int(cursor), updated_at, last_error, int(failures), holder, float(lease_until)
+    )
 
 
 def journal_entry(row: tuple[Any, ...]) -> JournalEntry:

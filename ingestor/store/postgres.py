@@ -22,6 +22,7 @@ from ingestor.core.state import (
     RecordFiles,
     RecordRef,
     Settlement,
+    SinkPosition,
     StagedFile,
 )
 from ingestor.store import codec
@@ -266,3 +267,63 @@ class PostgresStateStore(PostgresFrontier):
             "SELECT instance_id, started_at, seen_at FROM instances ORDER BY seen_at DESC"
         )
         return [(i, float(s), float(seen)) for i, s, seen in rows]
+
+    # --- delivery sinks ---
+
+    async def sink_position(self, name: str, latest: bool) -> SinkPosition:
+        async def position(conn: psycopg.AsyncConnection) -> SinkPosition:
+            start = "(SELECT seq FROM journal_counter)" if latest else "0"
+            await conn.execute(
+                f"INSERT INTO sinks (name, cursor) VALUES (%s, {start}) ON CONFLICT DO NOTHING",
+                (name,),
+            )
+            cursor = await conn.execute(
+                f"SELECT {codec.SINK_COLUMNS} FROM sinks WHERE name = %s", (name,)
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return codec.sink_position(row)
+
+        return await self._transaction(position)
+
+    async def sink_positions(self) -> dict[str, SinkPosition]:
+        rows = await self._fetch(f"SELECT {codec.SINK_COLUMNS} FROM sinks")
+        return {row[0]: codec.sink_position(row) for row in rows}
+
+    async def journal_newest(self) -> int:
+        rows = await self._fetch("SELECT seq FROM journal_counter")
+        return int(rows[0][0]) if rows else 0
+
+    async def advance_sink(self, name: str, cursor: int, seq: int, now: float) -> bool:
+        return await self._sink_update(
+            "UPDATE sinks SET cursor = %s, updated_at = %s, last_error = NULL "
+            "WHERE name = %s AND cursor = %s",
+            (seq, now, name, cursor),
+        )
+
+    async def sink_failed(self, name: str, error: str) -> None:
+        await self._sink_update(
+            "UPDATE sinks SET last_error = %s, failures = failures + 1 WHERE name = %s",
+            (error, name),
+        )
+
+    async def rewind_sink(self, name: str, cursor: int) -> bool:
+        return await self._sink_update(
+            "UPDATE sinks SET cursor = %s, last_error = NULL WHERE name = %s", (cursor, name)
+        )
+
+    async def lease_sink(self, name: str, holder: str, now: float, until: float) -> bool:
+        # One instance of the fleet delivers each sink: the lease is taken when free or
+        # lapsed (its holder died), and renewed by its holder.
+        return await self._sink_update(
+            "UPDATE sinks SET holder = %s, lease_until = %s "
+            "WHERE name = %s AND (holder = %s OR holder IS NULL OR lease_until < %s)",
+            (holder, until, name, holder, now),
+        )
+
+    async def _sink_update(self, sql: str, params: tuple[object, ...]) -> bool:
+        async def update(conn: psycopg.AsyncConnection) -> bool:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount == 1
+
+        return await self._transaction(update)

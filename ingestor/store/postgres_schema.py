@@ -16,7 +16,7 @@ from ingestor.store.postgres_functions import FUNCTIONS
 # The advisory lock key under which the schema is created or migrated ("ingestor").
 MIGRATION_LOCK = 0x696E6765
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -144,6 +144,18 @@ INSERT INTO ingestor_meta VALUES ('state_id', replace(gen_random_uuid()::text, '
     # What the feed said of an entry (FeedEntry.text_digest): a change is an update.
     4: """
 ALTER TABLE entries ADD COLUMN entry_digest TEXT;
+""",
+    # Delivery sinks (webhooks): each one's cursor in the journal, and its lease.
+    5: """
+CREATE TABLE sinks (
+    name TEXT PRIMARY KEY,
+    cursor BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION,
+    last_error TEXT,
+    failures BIGINT NOT NULL DEFAULT 0,
+    holder TEXT,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
+);
 """,
 }
 

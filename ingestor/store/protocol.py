@@ -21,6 +21,7 @@ from ingestor.core.state import (
     RecordFiles,
     RecordRef,
     Settlement,
+    SinkPosition,
 )
 
 
@@ -55,6 +56,35 @@ class StateStore(Protocol):
         ...
 
     async def record_by_canonical(self, canonical_url: str) -> RecordRef | None: ...
+
+    # --- delivery sinks: a cursor in the journal per sink, and (shared) its lease ---
+
+    async def sink_position(self, name: str, latest: bool) -> SinkPosition:
+        """The sink's position; a new sink starts before the oldest journal line kept
+        (cursor 0), or, `latest`, after the last one written."""
+        ...
+
+    async def sink_positions(self) -> dict[str, SinkPosition]: ...
+
+    async def journal_newest(self) -> int:
+        """The last journal seq given out (0: none yet)."""
+        ...
+
+    async def advance_sink(self, name: str, cursor: int, seq: int, now: float) -> bool:
+        """Lines up to `seq` acknowledged, if the cursor is still `cursor` (False: it was
+        rewound meanwhile, and stays so)."""
+        ...
+
+    async def sink_failed(self, name: str, error: str) -> None: ...
+
+    async def rewind_sink(self, name: str, cursor: int) -> bool:
+        """`ingestor sinks replay`: the cursor set to `cursor`; False: no such sink."""
+        ...
+
+    async def lease_sink(self, name: str, holder: str, now: float, until: float) -> bool:
+        """Whether `holder` may deliver for the sink until `until` (its lease taken or
+        renewed). With one instance (SQLite) always true."""
+        ...
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int: ...
 

@@ -11,6 +11,7 @@ from ingestor.core.state import (
     FeedState,
     RecordFiles,
     RecordRef,
+    SinkPosition,
 )
 from ingestor.store import codec
 from ingestor.store.sqlite_frontier import SQLiteFrontier
@@ -145,3 +146,72 @@ class SQLiteStateStore(SQLiteFrontier):
             return removed + len(old)
 
         return await self._run(self._transaction, prune)
+
+    # --- delivery sinks ---
+
+    async def sink_position(self, name: str, latest: bool) -> SinkPosition:
+        def position(conn: sqlite3.Connection) -> SinkPosition:
+            start = "(SELECT coalesce(max(seq), 0) FROM journal)" if latest else "0"
+            conn.execute(
+                f"INSERT INTO sinks (name, cursor) VALUES (?, {start}) ON CONFLICT DO NOTHING",
+                (name,),
+            )
+            row = conn.execute(
+                f"SELECT {codec.SINK_COLUMNS} FROM sinks WHERE name = ?", (name,)
+            ).fetchone()
+            return codec.sink_position(row)
+
+        return await self._run(self._transaction, position)
+
+    async def sink_positions(self) -> dict[str, SinkPosition]:
+        def lookup() -> dict[str, SinkPosition]:
+            try:
+                rows = self.conn.execute(f"SELECT {codec.SINK_COLUMNS} FROM sinks").fetchall()
+            except sqlite3.OperationalError:
+                return {}  # a state older than sinks, read only: none yet
+            return {row[0]: codec.sink_position(row) for row in rows}
+
+        return await self._run(lookup)
+
+    async def journal_newest(self) -> int:
+        def lookup() -> int:
+            return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+
+        return await self._run(lookup)
+
+    async def advance_sink(self, name: str, cursor: int, seq: int, now: float) -> bool:
+        def advance(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                "UPDATE sinks SET cursor = ?, updated_at = ?, last_error = NULL "
+                "WHERE name = ? AND cursor = ?",
+                (seq, now, name, cursor),
+            )
+            return changed.rowcount == 1
+
+        return await self._run(self._transaction, advance)
+
+    async def sink_failed(self, name: str, error: str) -> None:
+        def failed(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sinks SET last_error = ?, failures = failures + 1 WHERE name = ?",
+                (error, name),
+            )
+
+        await self._run(self._transaction, failed)
+
+    async def rewind_sink(self, name: str, cursor: int) -> bool:
+        return await self._run(rewind_sink_in, self.conn, name, cursor)
+
+    async def lease_sink(self, name: str, holder: str, now: float, until: float) -> bool:
+        return True  # one process holds the SQLite state (its lock file)
+
+
+def rewind_sink_in(conn: sqlite3.Connection, name: str, cursor: int) -> bool:
+    """A sink's cursor set back (`ingestor sinks replay`). Also used on a connection of its
+    own while the daemon holds the state: the daemon reads the cursor before each batch
+    and advances it only from the value it read, so the rewind is never overwritten."""
+    with conn:
+        changed = conn.execute(
+            "UPDATE sinks SET cursor = ?, last_error = NULL WHERE name = ?", (cursor, name)
+        )
+    return changed.rowcount == 1

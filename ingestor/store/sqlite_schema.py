@@ -11,8 +11,8 @@ from ingestor.store.codec import JOURNAL_COLUMNS, journal_entry
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
 # 3: content claims (the first record with a body hash owns it). 4: the change journal
-# and records.deleted_at (output.retention).
-SCHEMA_VERSION = 5
+# and records.deleted_at (output.retention). 5: entries.entry_digest. 6: delivery sinks.
+SCHEMA_VERSION = 6
 
 BATCH = 500
 
@@ -97,6 +97,15 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_record ON journal (record_id, seq);
 CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE TABLE IF NOT EXISTS sinks (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    updated_at REAL,
+    last_error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    holder TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS host_waits (
     host TEXT PRIMARY KEY,
     not_before REAL NOT NULL,
