@@ -372,8 +372,9 @@ async def test_articles_settled_together_see_each_other_and_their_files_come_fir
     if backend.kind == "sqlite":  # one call into the state thread, one transaction
         assert traffic.round_trips - trips == 1
         assert traffic.by_call["settle_article"] == 4  # each call still counted by name
-    else:  # a prepare per article, then a commit for each one that got that far
-        assert traffic.by_call["prepare_article"] == 4
+    else:  # a prepare per article, then a commit for each one that got that far;
+        # the duplicate's prepare asks one more: the story of the record it copies.
+        assert traffic.by_call["prepare_article"] == 5
         assert traffic.by_call["settle_article"] >= 3
     # Each file was staged and synced while the state did not yet call it done, and put
     # in place only once it did, with its journal entry (gap-free seq, commit order).
@@ -407,3 +408,36 @@ async def test_candidates_of_the_previous_minhash_scheme_come_back_marked(store)
     query = replace(_lookup("new", "n", [8]).dedup, legacy=legacy)
     prep = await store.prepare_article(replace(_lookup("new", "n", [8]), dedup=query))
     assert [(c.record_id, c.legacy) for c in prep.candidates] == [("old", True)]
+
+
+async def test_a_copy_of_a_copy_is_told_the_first_records_story(store):
+    """Stories: the store keeps the story of each copy and gives it with the candidates,
+    so a copy of a copy (and a rewrite of a copy) joins the first record's story."""
+    signature = b"\x01\x00\x00\x00" * 4
+    await finish_record(store, "a1", "sha256:sa", [501], 1.0, key="ka")
+    query = DedupQuery("sha256:sb", "s1", [501, 502], 0.0, signature)
+    lookup = ArticleLookup("b1", "https://e.com/b1", "loc/b1.json", 2.0, query)
+    prep = await store.prepare_article(lookup)
+    assert [c.record_id for c in prep.candidates] == ["a1"] and prep.stories == {"a1": "a1"}
+    copy = CommitItem(
+        "b1", "https://e.com/b1", "sha256:sb", "f", "kb", "s1", signature, [501, 502], 2.0,
+        story_id="a1",
+    )  # fmt: skip
+    await store.commit_article(ArticleCommit(0, "f", "kb", 2.0, record=copy))
+    # A copy of the copy: only b1 shares its band, and b1's story is a1's.
+    query = DedupQuery("sha256:sc", "s1", [502], 0.0, signature)
+    prep = await store.prepare_article(
+        ArticleLookup("c1", "https://e.com/c1", "loc/c1.json", 3.0, query)
+    )
+    assert [c.record_id for c in prep.candidates] == ["b1"] and prep.stories == {"b1": "a1"}
+    # The exact body of the copy, and the copy rewritten: the same story.
+    exact = await store.prepare_article(
+        ArticleLookup(
+            "d1", "https://e.com/d1", "loc/d1.json", 4.0, DedupQuery("sha256:sb", "s1", [], 0.0)
+        )
+    )
+    assert exact.exact == "b1" and exact.stories["b1"] == "a1"
+    rewrite = await store.prepare_article(
+        ArticleLookup("b1", "https://e.com/b1", "loc/b1.json", 5.0, None, want_signature=True)
+    )
+    assert rewrite.stories == {"b1": "a1"}

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -209,10 +210,17 @@ async def test_a_receiver_down_for_the_whole_run_gets_everything_when_back(tmp_p
         farm,
         webhook(f"{down.base}/hook", "down", batch=7) + webhook(f"{slow.base}/hook", "slow", 3),
     )
-    run = await ingestor_cli("run", "--config", str(config), "--once", timeout=180)
+    metrics = tmp_path / "metrics.prom"
+    run = await ingestor_cli(
+        "run", "--config", str(config), "--once", "--metrics-file", str(metrics), timeout=180
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     total = max(journal_by_seq(tmp_path / "out"))
     assert total >= 40 and down.acked() == [] and down.requests
+    exposed = metrics.read_text()
+    assert f'ingestor_sink_lag_lines{{sink="down"}} {total}' in exposed
+    failures = re.search(r'ingestor_sink_delivery_failures_total\{sink="down"\} (\d+)', exposed)
+    assert failures and int(failures[1]) >= 2
     status = await ingestor_cli("status", "--config", str(config), "--sinks", "--json")
     rows = {row["sink"]: row for row in json.loads(status.stdout)}
     assert rows["down"]["cursor"] == 0 and rows["down"]["lag_lines"] == total

@@ -25,6 +25,7 @@ def build_record(
     verdict: DuplicateVerdict,
     fetched_at: datetime,
     updated_at: datetime | None = None,
+    story_id: str | None = None,
 ) -> Record:
     meta = analysis.meta
     title = clean_line(entry.title or meta.title or "", MAX_TITLE_CHARS)
@@ -58,6 +59,7 @@ def build_record(
         word_count=len(text.split()),
         enclosures=[_enclosure(e) for e in entry.enclosures],
         backfill=entry.backfill,
+        story_id=story_id or record_id,
     )
 
 

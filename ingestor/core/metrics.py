@@ -75,7 +75,7 @@ class Metrics:
             metric = f"ingestor_{name}_total"
             lines.append(f"# TYPE {metric} counter")
             for label, value in values:
-                key = "stage" if name == "stage_cpu_seconds" else "kind"
+                key = _LABEL_KEYS.get(name, "kind")
                 labels = f'{{{key}="{_escape(label)}"}}' if label else ""
                 lines.append(f"{metric}{labels} {value:g}")
         for name, read in sorted(self.gauges.items()):
@@ -100,6 +100,10 @@ class Metrics:
             lines.append(f'ingestor_stage_seconds_sum{{stage="{stage}"}} {histogram.total:.6f}')
             lines.append(f'ingestor_stage_seconds_count{{stage="{stage}"}} {histogram.count}')
         return "\n".join(lines) + "\n"
+
+
+# A counter's label is a `kind` unless its name says otherwise.
+_LABEL_KEYS = {"stage_cpu_seconds": "stage", "sink_delivery_failures": "sink"}
 
 
 def _escape(text: str) -> str:

@@ -47,6 +47,7 @@ class Record:
     word_count: int = 0
     enclosures: list[dict[str, Any]] = field(default_factory=list)
     backfill: bool = False
+    story_id: str = ""  # the first record of this story (its own id when it is the first)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every value, a millisecond per record.

@@ -5,6 +5,7 @@ ArticlePrep) and what the worker made of it. Pure: the settle sequence (core.set
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -78,7 +79,9 @@ def decide_article(
             item, seen=verdict.duplicate_of, release=release, failure=facts.failure
         )
         return Settlement(commit, SettleOutcome.DROPPED, duplicate_kind=kind)
+    story = story_of(rid, verdict, prep.stories, existing is not None and existing.done)
     record = build_record(
+        story_id=story,
         record_id=rid,
         url=facts.url,
         canonical_url=facts.canonical,
@@ -102,6 +105,7 @@ def decide_article(
         committed_at=now.timestamp(),
         entry_updated=item.entry.version_stamp,
         op="update" if updated_at is not None else "create",
+        story_id=story if story != rid else None,
     )
     return Settlement(
         article_commit(item, record=commit_item, failure=facts.failure),
@@ -133,3 +137,15 @@ def article_commit(
         failure=failure,
         failed_url=entry.link if failure else None,
     )
+
+
+def story_of(
+    record_id: str, verdict: DuplicateVerdict, stories: Mapping[str, str], updating: bool
+) -> str:
+    """The record's story: a rewritten record keeps the one it had; a copy (near or exact,
+    syndicated or not) joins the story of the record it copies; any other starts its own."""
+    if updating and record_id in stories:
+        return stories[record_id]
+    if verdict.is_duplicate and verdict.duplicate_of is not None:
+        return stories.get(verdict.duplicate_of, verdict.duplicate_of)
+    return record_id

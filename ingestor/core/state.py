@@ -143,6 +143,7 @@ class CommitItem:
     committed_at: float
     entry_updated: float | None = None
     op: JournalOp = "create"  # for the journal: a new record, or a changed one
+    story_id: str | None = None  # the story's first record, when not this one
 
     def journal_change(self, location: str) -> JournalChange:
         return JournalChange(
@@ -225,6 +226,8 @@ class ArticlePrep:
     exact: str | None = None
     candidates: list[NearCandidate] = field(default_factory=list)
     old_signature: bytes | None = None
+    # The story each of these records belongs to (exact, candidates, the record itself).
+    stories: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ TABLES: tuple[tuple[str, str, str], ...] = (
     (
         "records",
         "SELECT record_id, canonical_url, location, done = 1, content_hash, feed_id, "
-        "first_ingested, committed_at, deleted_at FROM records",
+        "first_ingested, committed_at, deleted_at, story_id FROM records",
         "record_id, canonical_url, location, done, content_hash, feed_id, first_ingested, "
-        "committed_at, deleted_at",
+        "committed_at, deleted_at, story_id",
     ),
     (
         "content_claims",

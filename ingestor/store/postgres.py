@@ -225,7 +225,20 @@ class PostgresStateStore(PostgresFrontier):
                     (list(legacy.band_keys), legacy.scheme, legacy.since, lookup.record_id),
                 )
                 candidates += [NearCandidate(r[0], bytes(r[1]), float(r[2]), True) for r in rows]
-        return ArticlePrep(location, existing, exact, candidates, bytes(old) if old else None)
+        ids = [exact, *(c.record_id for c in candidates), None if inserted else lookup.record_id]
+        wanted = list(dict.fromkeys(i for i in ids if i is not None))
+        stories: dict[str, str] = {}
+        if wanted:
+            # Only for a possible copy or a rewrite: a new article needs no extra round trip.
+            rows = await self._fetch(
+                "SELECT record_id, coalesce(story_id, record_id) FROM records "
+                "WHERE record_id = ANY(%s)",
+                (wanted,),
+            )
+            stories = {row[0]: row[1] for row in rows}
+        return ArticlePrep(
+            location, existing, exact, candidates, bytes(old) if old else None, stories
+        )
 
     async def prune(self, now: float, seen_max_age: float, fingerprint_window: float) -> int:
         async def prune(conn: psycopg.AsyncConnection) -> int:

@@ -217,6 +217,13 @@ class PostgresFrontier(PostgresConnection):
         """One call (ingestor_commit_article); a written record's journal line comes back
         with its seq."""
         record = commit.record
+        if record is not None and record.story_id is not None:
+            # Before the commit (a crash in between leaves an uncommitted record, whose
+            # redo sets the same story): copies only, one round trip more for them.
+            await self._fetch(
+                "UPDATE records SET story_id = %s WHERE record_id = %s RETURNING record_id",
+                (record.story_id, record.record_id),
+            )
         rows = await self._fetch(
             "SELECT * FROM ingestor_commit_article(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
             "%s, %s, %s, %s, %s, %s, %s, %s, %s)",

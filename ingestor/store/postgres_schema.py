@@ -145,7 +145,7 @@ INSERT INTO ingestor_meta VALUES ('state_id', replace(gen_random_uuid()::text, '
     4: """
 ALTER TABLE entries ADD COLUMN entry_digest TEXT;
 """,
-    # Delivery sinks (webhooks): each one's cursor in the journal, and its lease.
+    # Delivery sinks (webhooks): each one's cursor in the journal, and its lease; stories.
     5: """
 CREATE TABLE sinks (
     name TEXT PRIMARY KEY,
@@ -156,6 +156,8 @@ CREATE TABLE sinks (
     holder TEXT,
     lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+-- The first record of each record's story (NULL: the record itself).
+ALTER TABLE records ADD COLUMN story_id TEXT;
 """,
 }
 

@@ -118,6 +118,8 @@ class SQLiteConnection:
                 conn.execute("ALTER TABLE records ADD COLUMN deleted_at REAL")
             if row is not None and int(row[0]) < 5:
                 conn.execute("ALTER TABLE entries ADD COLUMN entry_digest TEXT")
+            if row is not None and int(row[0]) < 6:
+                conn.execute("ALTER TABLE records ADD COLUMN story_id TEXT")
             conn.execute(RETENTION_INDEX)
             # Older versions only lack tables and columns, added above.
             conn.execute(

@@ -36,6 +36,7 @@ from ingestor.store.sqlite_schema import (
     append_journal,
     register_fingerprint,
     release_reservation,
+    story_ids,
     write_record,
 )
 from ingestor.store.step_driver import run_steps
@@ -217,12 +218,14 @@ class SQLiteFrontier(SQLiteConnection):
                 register_fingerprint(
                     conn, record_id, dedup.scheme, dedup.signature, dedup.band_keys, now
                 )
+        ids = [exact, *(c.record_id for c in candidates), record_id if existing else None]
         return ArticlePrep(
             location if existing is None else existing.location,
             existing,
             exact,
             candidates,
             old_signature,
+            story_ids(conn, [i for i in ids if i is not None]),
         )
 
     async def commit_article(self, commit: ArticleCommit) -> None:

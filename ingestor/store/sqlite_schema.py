@@ -11,7 +11,8 @@ from ingestor.store.codec import JOURNAL_COLUMNS, journal_entry
 
 # 1: feeds, entries, records, fingerprints. 2: the article frontier and host waits.
 # 3: content claims (the first record with a body hash owns it). 4: the change journal
-# and records.deleted_at (output.retention). 5: entries.entry_digest. 6: delivery sinks.
+# and records.deleted_at (output.retention). 5: entries.entry_digest. 6: delivery sinks
+# and records.story_id.
 SCHEMA_VERSION = 6
 
 BATCH = 500
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS records (
     feed_id TEXT,
     first_ingested REAL NOT NULL,
     committed_at REAL,
-    deleted_at REAL
+    deleted_at REAL,
+    story_id TEXT  -- the first record of its story; NULL: this one
 );
 CREATE INDEX IF NOT EXISTS records_content_hash ON records (content_hash) WHERE done = 1;
 CREATE TABLE IF NOT EXISTS content_claims (
@@ -151,6 +153,10 @@ RECOVERY_HINT = (
 
 def write_record(conn: sqlite3.Connection, item: CommitItem) -> str:
     """The record done, its claims and fingerprint kept; returns its location."""
+    if item.story_id is not None:
+        conn.execute(
+            "UPDATE records SET story_id = ? WHERE record_id = ?", (item.story_id, item.record_id)
+        )
     (location,) = conn.execute(
         "UPDATE records SET done = 1, content_hash = ?, feed_id = ?, committed_at = ? "
         "WHERE record_id = ? RETURNING location",
@@ -206,3 +212,17 @@ def append_journal(conn: sqlite3.Connection, change: JournalChange, writer: str)
         (change.op, change.record_id, change.path, change.content_hash, change.at, writer),
     ).fetchone()
     return journal_entry(row)
+
+
+def story_ids(conn: sqlite3.Connection, record_ids: Sequence[str]) -> dict[str, str]:
+    """The story of each of these records (a record that is no copy is its own story)."""
+    unique = list(dict.fromkeys(record_ids))[:BATCH]
+    if not unique:
+        return {}
+    marks = ",".join("?" * len(unique))
+    rows = conn.execute(
+        f"SELECT record_id, coalesce(story_id, record_id) FROM records "
+        f"WHERE record_id IN ({marks})",
+        unique,
+    )
+    return dict(rows.fetchall())
