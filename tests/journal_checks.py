@@ -31,7 +31,9 @@ def _read_lines(out: Path, writer: str | None, live: bool) -> list[dict]:
     lines = []
     directory = out / "journal"
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        if path.name == OWNER_FILE:
+        if path.name == OWNER_FILE or path.name.startswith(f".{OWNER_FILE}."):
+            # The owner file, or its replacement being staged (left behind when a kill -9
+            # came between writing it and renaming it: harmless, not a segment).
             continue
         name = parse_segment_name(path.name)
         if name is None:

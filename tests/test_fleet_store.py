@@ -129,6 +129,7 @@ async def test_a_second_start_against_the_same_database_keeps_the_schema(pg_url)
             (2,),
             (3,),
             (4,),
+            (5,),
         ]
 
 

@@ -237,7 +237,7 @@ async def test_a_state_written_by_the_previous_release_migrates_and_keeps_its_hi
         await store.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 1)))
         assert (await store.frontier_summary(NOW)).size == 1
         version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
-        assert version.fetchone()[0] == "5"
+        assert version.fetchone()[0] == "6"
         # Version 4: records may be deleted by retention; the old one is not.
         assert not (await store.record_by_canonical("http://h/a")).deleted
         assert await store.journal_since(0, 10) == []

@@ -59,6 +59,7 @@ class Record:
             elif isinstance(value, list):
                 value = [dict(item) if isinstance(item, dict) else item for item in value]
             data[name] = value
+        data["story_id"] = self.story_id or self.id
         return data
 
     def to_json(self, pretty: bool = False) -> bytes:
