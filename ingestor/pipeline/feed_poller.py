@@ -119,7 +119,7 @@ class FeedPoller(UsesParts):
 
     async def _poll_feed(self, feed: FeedConfig, force: bool, after_wait: bool) -> PollOutcome:
         if feed.site:
-            return await self.sources.poll_site(feed, force)
+            return await self.sources.poll_site(feed)
         now = time.time()
         decision = poll_decider.gate(feed, self.state_of(feed), now, force, after_wait)
         state = decision.state
@@ -158,7 +158,7 @@ class FeedPoller(UsesParts):
         if response.not_modified:
             self.metrics.inc("feeds_not_modified")
             state = poll_decider.not_modified(feed, state, self.config.schedule, now, self.rng)
-            outcome = await self._same_document(feed, state, PollStatus.NOT_MODIFIED, force)
+            outcome = await self._same_document(feed, state, PollStatus.NOT_MODIFIED)
             return await self._committed(state, outcome)
         body_hash = hashlib.sha256(response.body).hexdigest()
         if body_hash == state.body_hash:
@@ -173,7 +173,7 @@ class FeedPoller(UsesParts):
                 response.last_modified,
                 same_body=True,
             )
-            outcome = await self._same_document(feed, state, PollStatus.UNCHANGED, force)
+            outcome = await self._same_document(feed, state, PollStatus.UNCHANGED)
             return await self._committed(state, outcome)
         started = time.perf_counter()
         try:
@@ -186,7 +186,7 @@ class FeedPoller(UsesParts):
             self.metrics.observe("parse_roundtrip", time.perf_counter() - started)
         if parsed.warning:
             log.info("feed %s: %s", feed.url, parsed.warning)
-        parsed, state, index = await self._beyond_the_document(feed, state, parsed, now, force)
+        parsed, state, index = await self._beyond_the_document(feed, state, parsed, now)
         items = await self._new_items(feed, with_meta(state, parsed.meta), parsed, now)
         new, updated = poll_decider.entries_counted([i.is_update for i in items])
         state = poll_decider.polled_ok(
@@ -215,24 +215,24 @@ class FeedPoller(UsesParts):
         return await self._committed(state, outcome, items)
 
     async def _same_document(
-        self, feed: FeedConfig, state: FeedState, status: PollStatus, force: bool
+        self, feed: FeedConfig, state: FeedState, status: PollStatus
     ) -> PollOutcome:
         """A 304 or the same body: nothing new, but the sitemaps an unchanged index
         lists still are polled (they change without it)."""
         if not state.sources:
             return PollOutcome(feed.feed_id, status)
-        outcome = await self.sources.poll_listed(feed, state.sources, force)
+        outcome = await self.sources.poll_listed(feed, state.sources)
         return replace(outcome, status=status)
 
     async def _beyond_the_document(
-        self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float, force: bool
+        self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float
     ) -> tuple[ParsedFeed, FeedState, PollOutcome | None]:
         """A sitemap index's sitemaps polled (their outcome is the index's); a sitemap's
         entries cut to its news (and, at the first poll, its history); a feed's first poll
         with its older pages' entries when it asks for backfill."""
         backfill = 0 if state.backfilled else feed.backfill
         if parsed.format == "sitemapindex":
-            index, children = await self.sources.poll_index(feed, parsed, state, force)
+            index, children = await self.sources.poll_index(feed, parsed, state)
             return parsed, evolve(state, sources=children), index
         if parsed.is_sitemap:
             taken = sources.sitemap_entries(parsed.entries, now, feed.sitemap_max_age, backfill)

@@ -54,7 +54,7 @@ class SourcePoller(UsesParts):
 
     # --- a site ---
 
-    async def poll_site(self, site: FeedConfig, force: bool) -> PollOutcome:
+    async def poll_site(self, site: FeedConfig) -> PollOutcome:
         now = time.time()
         state = self.states().get(site.feed_id) or FeedState(feed_id=site.feed_id)
         changes: dict[str, object] = {}
@@ -72,7 +72,9 @@ class SourcePoller(UsesParts):
         coverage = state.coverage
         results = []
         for url in used:
-            result = await self._poll_feed(self.source(site, url), force=force)
+            # Forced: the site's schedule says when; each source's own state still says
+            # whether a server asked it to wait (Retry-After) or it is backing off.
+            result = await self._poll_feed(self.source(site, url), force=True)
             results.append(result)
             where = sources.COVERAGE_SITEMAP if result.sitemap else sources.COVERAGE_FEED
             coverage = sources.merge_coverage(coverage, where, result.listed, now)
@@ -127,7 +129,7 @@ class SourcePoller(UsesParts):
     # --- a sitemap index ---
 
     async def poll_index(
-        self, index: FeedConfig, parsed: ParsedFeed, state: FeedState, force: bool
+        self, index: FeedConfig, parsed: ParsedFeed, state: FeedState
     ) -> tuple[PollOutcome, tuple[str, ...]]:
         backfill = 0 if state.backfilled else index.backfill
         listed = sources.index_sitemaps(
@@ -141,13 +143,12 @@ class SourcePoller(UsesParts):
                 index.url,
                 len(listed) - len(own),
             )
-        return await self.poll_listed(index, own, force), own
+        return await self.poll_listed(index, own), own
 
-    async def poll_listed(
-        self, index: FeedConfig, urls: tuple[str, ...], force: bool
-    ) -> PollOutcome:
+    async def poll_listed(self, index: FeedConfig, urls: tuple[str, ...]) -> PollOutcome:
         """The sitemaps an index lists, each polled as a feed of its own."""
-        results = [await self._poll_feed(self.source(index, url), force=force) for url in urls]
+        # Forced, as a site's sources are: the index's schedule says when.
+        results = [await self._poll_feed(self.source(index, url), force=True) for url in urls]
         # The index itself was read: a sitemap of it that failed says so in its own state.
         return dataclasses.replace(
             _joined(index.feed_id, results), status=PollStatus.OK, error=None, sitemap=True
