@@ -307,3 +307,22 @@ def test_site_entries_in_the_config(tmp_path):
         load_config(path)
     assert "feeds[0].site: 'ftp://x/' is not an http(s) URL" in str(caught.value)
     assert "feeds[1]: give url (a feed or sitemap) or site, not both" in str(caught.value)
+
+
+async def test_a_site_where_nothing_was_found_is_looked_at_again_next_time(
+    tmp_path, serve, worker_pool
+):
+    w = World()
+    w.base = await serve(w.app)
+    site = FeedConfig(url=f"{w.base}/", site=True)
+    config = make_config(tmp_path, [site])
+    summary, pipeline = await run_pass(config, worker_pool)
+    assert summary.failed == 1
+    assert "no feed or sitemap found on the site" in " ".join(summary.errors)
+    assert pipeline.states[site.feed_id].discovered_at is None
+    urls = [w.page(n) for n in range(2)]
+    w.docs["/"] = (b'<link rel="alternate" type="application/atom+xml" href="/a.xml">', "text/html")
+    w.docs["/a.xml"] = (atom_of(urls, None), "application/atom+xml")
+    summary, pipeline = await run_pass(config, worker_pool)
+    assert (summary.failed, summary.written) == (0, 2)
+    assert pipeline.states[site.feed_id].sources == (f"{w.base}/a.xml",)

@@ -58,17 +58,14 @@ class SourcePoller(UsesParts):
         now = time.time()
         state = self.states().get(site.feed_id) or FeedState(feed_id=site.feed_id)
         changes: dict[str, object] = {}
+        used = state.sources
         if sources.discovery_due(state, now):
             found = await self._discover(site)
-            changes = {"discovery": found, "discovered_at": now}
-            changes["sources"] = sources.used_sources(found)
-            log.info(
-                "site %s: %d sources found, %d used",
-                site.url,
-                len(found),
-                len(changes["sources"]),  # type: ignore[arg-type]
-            )
-        used: tuple[str, ...] = changes.get("sources", state.sources)  # type: ignore[assignment]
+            used = sources.used_sources(found)
+            # A site where nothing was found (down, or its page changing) is looked at
+            # again at its next poll, not a day later.
+            changes = {"discovery": found, "sources": used, "discovered_at": now if used else None}
+            log.info("site %s: %d sources found, %d used", site.url, len(found), len(used))
         coverage = state.coverage
         results = []
         for url in used:
