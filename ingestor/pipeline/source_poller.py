@@ -27,7 +27,7 @@ from ingestor.core import poll_decider, sources
 from ingestor.core.entry import FeedEntry, ParsedFeed
 from ingestor.core.retrieved import RetrievedFeed
 from ingestor.core.state import FeedState, PollCommit
-from ingestor.errors import FetchError, IngestorError, ParseError
+from ingestor.errors import IngestorError
 from ingestor.parse.discovery import USUAL_FEED_PATHS, alternate_feeds
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.pipeline.parts import Parts, UsesParts
@@ -99,11 +99,11 @@ class SourcePoller(UsesParts):
         try:
             page = await self.fetcher.fetch_feed(site.url, options=site.request)
             alternates = alternate_feeds(page.body, page.final_url)
-        except FetchError as exc:
+        except IngestorError as exc:
             log.warning("site %s: home page: %s", site.url, exc.reason)
         try:
             sitemaps = await self.fetcher.robots.sitemaps(site.url)
-        except FetchError as exc:
+        except IngestorError as exc:
             log.warning("site %s: robots.txt: %s", site.url, exc.reason)
             sitemaps = []
         probed: list[sources.Found] = []
@@ -170,7 +170,7 @@ class SourcePoller(UsesParts):
             try:
                 response = await self.fetcher.fetch_feed(link, options=feed.request)
                 page, _seconds = await self._parse(response.retrieved())
-            except (FetchError, ParseError) as exc:
+            except IngestorError as exc:
                 log.warning("feed %s: history page %s: %s", feed.url, link, exc.reason)
                 break
             for entry in page.entries:
