@@ -225,8 +225,14 @@ async def deliver_pending(sinks: list[WebhookSink], max_wait: float) -> None:
     stop = asyncio.Event()
 
     async def one(sink: WebhookSink) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(sink.run(stop, until_caught_up=True), max_wait)
+        except TimeoutError:
+            pass  # what is left goes with the next run
+        except Exception as exc:  # the pass's records are in; its delivery waits
+            log.error(
+                "sink %s: %s; delivered at the next run", sink.name, clean_line(str(exc), 300)
+            )
 
     await asyncio.gather(*(one(s) for s in sinks))
 
