@@ -105,9 +105,12 @@ def polled_ok(
     body_hash: str,
     entry_dates: Iterable[datetime | None],
     new_entries: int,
+    sources: tuple[str, ...] = (),
 ) -> FeedState:
     """A new body parsed. Its validators are stored only with it: a parse cut short (a
-    worker's time limit) is redone at the next poll instead of answered by a 304."""
+    worker's time limit) is redone at the next poll instead of answered by a 304.
+    `sources`: the sitemaps a sitemap index lists (polled as feeds of their own). A feed
+    that asks for backfill has read its history with this poll: never again."""
     times = [
         moment.timestamp()
         for moment in entry_dates
@@ -121,6 +124,8 @@ def polled_ok(
         body_hash=body_hash,
         recent_entry_times=schedule.merge_entry_times(state.recent_entry_times, times),
         items=state.items + new_entries,
+        sources=sources,
+        backfilled=state.backfilled or feed.backfill > 0,
     )
     return _succeeded(feed, state, config, now, rng)
 
@@ -131,12 +136,14 @@ def sources_polled(
     config: ScheduleConfig,
     now: float,
     rng: random.Random,
+    error: str | None = None,
     **changes: object,
 ) -> FeedState:
     """A site entry polled its sources (each committed its own state): what discovery
-    found and the coverage kept, and the entry due again at its interval."""
-    state = evolve(state, last_fetch_at=now, **changes)
-    return _succeeded(feed, state, config, now, rng)
+    found and the coverage kept, and the entry due again at its interval. `error`: no
+    source could be polled (or none was found); the entry still keeps its schedule."""
+    state = _succeeded(feed, evolve(state, last_fetch_at=now, **changes), config, now, rng)
+    return evolve(state, last_error=error, last_error_at=now) if error else state
 
 
 def _succeeded(

@@ -33,8 +33,8 @@ from ingestor.core.payload import feed_settings
 from ingestor.core.poll_decider import Gate
 from ingestor.core.polling import with_meta
 from ingestor.core.retrieved import RetrievedFeed
-from ingestor.core.state import FeedState, HostWait, PollCommit, evolve
-from ingestor.core.urls import canonicalize_url, host_key
+from ingestor.core.state import FeedState, HostWait, PollCommit
+from ingestor.core.urls import host_key
 from ingestor.errors import (
     FetchError,
     IngestorError,
@@ -186,7 +186,7 @@ class FeedPoller(UsesParts):
             self.metrics.observe("parse_roundtrip", time.perf_counter() - started)
         if parsed.warning:
             log.info("feed %s: %s", feed.url, parsed.warning)
-        parsed, state, index = await self._beyond_the_document(feed, state, parsed, now)
+        parsed, index, listed_sitemaps = await self._beyond_the_document(feed, state, parsed, now)
         items = await self._new_items(feed, with_meta(state, parsed.meta), parsed, now)
         new, updated = poll_decider.entries_counted([i.is_update for i in items])
         state = poll_decider.polled_ok(
@@ -201,15 +201,16 @@ class FeedPoller(UsesParts):
             body_hash=body_hash,
             entry_dates=[e.published or e.updated for e in parsed.entries],
             new_entries=new,
+            sources=listed_sitemaps,
         )
-        # History is read once, at the first poll that asks for it.
-        state = evolve(state, backfilled=state.backfilled or feed.backfill > 0)
         outcome = index or PollOutcome(
             feed.feed_id,
             PollStatus.OK,
             new_entries=new,
             updated_entries=updated,
-            listed=self._listed(parsed),
+            listed=tuple(
+                e.link for e in parsed.entries if e.link and not e.backfill and not e.shared_link
+            ),
             sitemap=parsed.is_sitemap,
         )
         return await self._committed(state, outcome, items)
@@ -226,29 +227,22 @@ class FeedPoller(UsesParts):
 
     async def _beyond_the_document(
         self, feed: FeedConfig, state: FeedState, parsed: ParsedFeed, now: float
-    ) -> tuple[ParsedFeed, FeedState, PollOutcome | None]:
-        """A sitemap index's sitemaps polled (their outcome is the index's); a sitemap's
-        entries cut to its news (and, at the first poll, its history); a feed's first poll
-        with its older pages' entries when it asks for backfill."""
+    ) -> tuple[ParsedFeed, PollOutcome | None, tuple[str, ...]]:
+        """A sitemap index's sitemaps polled (their outcome is the index's, and they are
+        returned); a sitemap's entries cut to its news (and, at the first poll, its
+        history); a feed's first poll with its older pages' entries when it asks for
+        backfill."""
         backfill = 0 if state.backfilled else feed.backfill
         if parsed.format == "sitemapindex":
-            index, children = await self.sources.poll_index(feed, parsed, state)
-            return parsed, evolve(state, sources=children), index
+            index, listed = await self.sources.poll_index(feed, parsed, state)
+            return parsed, index, listed
         if parsed.is_sitemap:
             taken = sources.sitemap_entries(parsed.entries, now, feed.sitemap_max_age, backfill)
-            return replace(parsed, entries=tuple(taken)), state, None
+            return replace(parsed, entries=tuple(taken)), None, ()
         if backfill and (parsed.meta.prev_archive or parsed.meta.next_page):
             history = await self.sources.history(feed, parsed)
-            return replace(parsed, entries=parsed.entries + tuple(history)), state, None
-        return parsed, state, None
-
-    def _listed(self, parsed: ParsedFeed) -> tuple[str, ...]:
-        """What the document lists now (a site's coverage), history left out."""
-        return tuple(
-            canonicalize_url(e.link, self.tracking)
-            for e in parsed.entries
-            if e.link and not e.backfill and not e.shared_link
-        )
+            return replace(parsed, entries=parsed.entries + tuple(history)), None, ()
+        return parsed, None, ()
 
     async def _parse(self, doc: RetrievedFeed) -> tuple[ParsedFeed, float]:
         if len(doc.body) > INLINE_PARSE_MAX_BYTES:

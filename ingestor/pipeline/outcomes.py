@@ -35,8 +35,9 @@ class PollOutcome:
     updated_entries: int = 0  # known entries queued again as updates (dedup.updates)
     error: str | None = None
     retry_at: float | None = None  # the server (or its host) asked us to come back then
-    # The canonical URLs the document listed (a site's coverage), and whether it was a
-    # sitemap: the site entry that polled it counts them.
+    # The article links the document lists now (history left out), and whether it was a
+    # sitemap: a site entry that polled it counts them (its coverage). Canonicalized
+    # there, so that polls of feeds that belong to no site do not pay for it.
     listed: tuple[str, ...] = ()
     sitemap: bool = False
 

@@ -27,6 +27,7 @@ from ingestor.core import poll_decider, sources
 from ingestor.core.entry import FeedEntry, ParsedFeed
 from ingestor.core.retrieved import RetrievedFeed
 from ingestor.core.state import FeedState, PollCommit
+from ingestor.core.urls import canonicalize_url
 from ingestor.errors import IngestorError
 from ingestor.parse.discovery import USUAL_FEED_PATHS, alternate_feeds
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
@@ -74,18 +75,17 @@ class SourcePoller(UsesParts):
             result = await self._poll_feed(self.source(site, url), force=True)
             results.append(result)
             where = sources.COVERAGE_SITEMAP if result.sitemap else sources.COVERAGE_FEED
-            coverage = sources.merge_coverage(coverage, where, result.listed, now)
+            listed = (canonicalize_url(link, self.tracking) for link in result.listed)
+            coverage = sources.merge_coverage(coverage, where, listed, now)
         outcome = _joined(site.feed_id, results)
         if not used:
             outcome = dataclasses.replace(
                 outcome, status=PollStatus.FAILED, error="no feed or sitemap found on the site"
             )
-        state = self.states().get(site.feed_id) or state
+        failed = outcome.error if outcome.status is PollStatus.FAILED else None
         state = poll_decider.sources_polled(
-            site, state, self.config.schedule, now, self.rng, coverage=coverage, **changes
+            site, state, self.config.schedule, now, self.rng, failed, coverage=coverage, **changes
         )
-        if outcome.status is PollStatus.FAILED:
-            state = dataclasses.replace(state, last_error=outcome.error, last_error_at=now)
         self.states()[site.feed_id] = state
         await self.store.commit_poll(PollCommit(state, ()))
         return outcome

@@ -87,7 +87,10 @@ class WebhookSink:
         now = time.time()
         if not await self.store.lease_sink(self.name, self.instance, now, now + self.lease_seconds):
             return False
-        position = await self.store.sink_position(self.name, latest=self.sink.start == "latest")
+        # A read: place_sinks made the sink's row at start (a replay may have moved it).
+        position = (await self.store.sink_positions()).get(self.name) or (
+            await self.store.sink_position(self.name, latest=self.sink.start == "latest")
+        )
         entries = await self._next_lines(position.cursor)
         self.lag_lines = float(max(await self.store.journal_newest() - position.cursor, 0))
         if not entries:
