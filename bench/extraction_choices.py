@@ -7,8 +7,10 @@ way the shared scorers score.
 Candidates:
 - `bal` is trafilatura's plain `extract(include_comments=False)`.
 - `prec` is the same call with `favor_precision`.
-- `rec` is the workers' recall-mode extraction, with hidden elements pruned and no second opinion.
-- `prod` is the workers' body as records get it (second opinion, then the JSON-LD choice).
+- `rec` is the workers' extraction without the second opinion (since issue 31: trafilatura's
+  balanced reading with its fallbacks, hidden elements pruned; before it, recall mode).
+- `prod` is the workers' body as records get it (the fast reading checked against
+  resiliparse's, filled from it, cut at JSON-LD's article end, then the JSON-LD choice).
 - `res` is resiliparse's reading.
 - `jsonld` is the page's schema.org `articleBody`.
 

@@ -1,20 +1,27 @@
 """Article page HTML to a clean body and its metadata (CPU-bound: runs in worker processes).
 
-The page's own text comes from trafilatura in its recall mode with the elements the page
-hides from readers pruned, filled with the paragraphs resiliparse finds inside the body
-that trafilatura left out (analyze/second_opinion.py; `extraction_method` says
-`trafilatura+resiliparse` when any were). The body is then the best of four sources,
-recorded as `extraction_method`: that page text; the page's schema.org JSON-LD
-`articleBody` when it is clearly longer; the feed's own full content when the page yields
-less text than the feed; and, when there is no page text at all (not fetched, or its
-fetch failed), the feed's description or summary.
+The page's own text is trafilatura's balanced reading, with the elements the page hides
+from readers pruned, checked against resiliparse's reading of the same page (the second
+opinion, analyze/agreement.py):
+1. trafilatura reads the page without its fallback extractors (`fast`);
+2. when that reading agrees with resiliparse's (shingle F1 >= 0.8, four pages in five),
+   it stands; otherwise trafilatura reads the page again with its fallbacks
+   (readability-lxml, jusText), and the reading closer to resiliparse's is kept;
+3. the paragraphs resiliparse finds inside the body that trafilatura left out are
+   restored (analyze/second_opinion.py; `extraction_method` says
+   `trafilatura+resiliparse` when any were).
+The body is then the best of four sources, recorded as `extraction_method`: that page
+text, cut after the article's end when the page's schema.org JSON-LD `articleBody` is the
+whole article; that `articleBody` when it is clearly longer; the feed's own full content
+when the page yields less text than the feed; and, when there is no page text at all (not
+fetched, or its fetch failed), the feed's description or summary.
 
-Why recall mode: in its default ("balanced") mode trafilatura re-runs itself in recall
-mode and with jusText whenever its text looks short against the whole page's text, and
-compares against readability-lxml, which brings back what the page hides (navigation
-marked aria-hidden, display:none blocks). On mozilla/readability's 119 real pages,
-recall mode with hidden elements pruned scores higher (F1 0.941 against 0.934) at about
-two thirds of the CPU, which pays for the second opinion (bench/devset.py).
+Why this order (bench/extraction_choices.py, bench/RESULTS.md "Issue 31"): on 949
+annotated pages of trafilatura's own evaluation and on mozilla/readability's 90 real-site
+pages, recall mode (the previous choice) lost precision to related-content blocks at the
+article's end, and trafilatura's length heuristic for taking its fallbacks chose wrongly
+as often as rightly. Choosing by agreement gains on both sets, and running the fallbacks
+only on the pages that disagree keeps the CPU under one plain `trafilatura.extract`.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from ingestor.analyze.agreement import closer_reading, cut_after_article_end, needs_fallback
 from ingestor.analyze.edges import trim_edges
 from ingestor.analyze.headmeta import first_heading, html_lang, parse_date, scan_head
 from ingestor.analyze.second_opinion import fill_from_second_opinion
@@ -84,43 +92,25 @@ def extract_page(
     """The page's body text (comments excluded) and how it was read, its JSON-LD
     articleBody, and its metadata.
 
-    `fast` skips trafilatura's fallback extractors (readability, jusText): about 13% less
-    CPU in recall mode (35.3 -> 30.8 ms per page), dev set F1 0.956 -> 0.950. htmldate's
+    `fast` never runs trafilatura's fallback extractors (readability-lxml, jusText), even
+    on a page where its reading and resiliparse's disagree (module docstring). htmldate's
     extensive search scans the whole page text for date patterns and costs as much as the
     extraction itself; the feed's timestamp wins over the page's date anyway, so it is off
     unless asked for (meta tags, JSON-LD and the URL are still read).
     Without `with_metadata` (the feed dates the entry), the metadata comes from a scan of
     the page's head tags instead of trafilatura's metadata pass, a third of its cost.
-    `second_opinion` fills trafilatura's text from resiliparse's (module docstring).
+    `second_opinion` checks and fills trafilatura's text with resiliparse's (module
+    docstring); without it, trafilatura reads the page once, with its own fallbacks.
     """
     if engine == "resiliparse":
         meta = scan_head(html)
         text = _body_without_head(_resiliparse_text(html), html, meta)
         return _page_body(text, "resiliparse"), json_ld_article_body(html), meta
-    from trafilatura import bare_extraction
-
-    document = bare_extraction(
-        html,
-        url=url,
-        include_comments=False,
-        with_metadata=with_metadata,
-        include_tables=True,
-        fast=fast,
-        favor_recall=True,
-        prune_xpath=[HIDDEN_XPATH],
-        date_extraction_params={
-            "extensive_search": extensive_date_search,
-            "original_date": True,
-            "url": url,
-        },
-    )
+    data = _trafilatura(html, url, with_metadata, fast or second_opinion, extensive_date_search)
     json_ld_body = json_ld_article_body(html)
-    data = {} if document is None else _as_dict(document)
     text, method = clean_text(data.get("text")), "trafilatura"
-    if text and second_opinion:
-        filled = fill_from_second_opinion(text, clean_text(_resiliparse_text(html)))
-        if filled.restored:
-            text, method = filled.text, "trafilatura+resiliparse"
+    if second_opinion:
+        text, method = _checked_by_second_opinion(text, html, url, fast)
     if not with_metadata:
         meta = scan_head(html)
         return _page_body(_body_without_head(text, html, meta), method), json_ld_body, meta
@@ -143,6 +133,43 @@ def extract_page(
     )
     # trim_edges drops the title wherever the body repeats it, first paragraph included.
     return _page_body(trim_edges(text, title), method), json_ld_body, meta
+
+
+def _checked_by_second_opinion(text: str, html: str, url: str, fast: bool) -> tuple[str, str]:
+    """trafilatura's fast reading, read again with its fallbacks when resiliparse
+    disagrees, then filled from resiliparse's; and the extraction method."""
+    second = clean_text(_resiliparse_text(html))
+    if not fast and needs_fallback(text, second):
+        full = _trafilatura(html, url, with_metadata=False, fast=False)
+        text = closer_reading(text, clean_text(full.get("text")), second)
+    filled = fill_from_second_opinion(text, second) if text else None
+    if filled and filled.restored:
+        return filled.text, "trafilatura+resiliparse"
+    return text, "trafilatura"
+
+
+def _trafilatura(
+    html: str, url: str, with_metadata: bool, fast: bool, extensive_date_search: bool = False
+) -> dict[str, Any]:
+    """trafilatura's balanced reading of the page, comments excluded, hidden elements
+    pruned; `fast` skips its fallback comparison (readability-lxml, jusText)."""
+    from trafilatura import bare_extraction
+
+    document = bare_extraction(
+        html,
+        url=url,
+        include_comments=False,
+        with_metadata=with_metadata,
+        include_tables=True,
+        fast=fast,
+        prune_xpath=[HIDDEN_XPATH],
+        date_extraction_params={
+            "extensive_search": extensive_date_search,
+            "original_date": True,
+            "url": url,
+        },
+    )
+    return {} if document is None else _as_dict(document)
 
 
 def precise_date(found: datetime | None, html: str) -> datetime | None:
@@ -206,6 +233,8 @@ def choose_body(
 ) -> Body:
     """Pick the body source; see the module docstring for the rule."""
     body = page if page.text else Body("", "none")
+    if use_json_ld and json_ld_text and body.text:
+        body = Body(cut_after_article_end(body.text, json_ld_text), body.method)
     if (
         use_json_ld
         and json_ld_text

@@ -35,7 +35,7 @@ _SHINGLE = 4
 # and share that must be new for a paragraph to be restored.
 COVERED_SHARE = 0.8
 NEW_SHARE = 0.8
-MIN_PROSE_WORDS = 12
+MIN_PROSE_WORDS = 16
 _SENTENCE_END = tuple(".!?…\"”»)'")
 
 

@@ -129,8 +129,9 @@ class ExtractionConfig:
     # resiliparse: about a sixth of trafilatura's CPU per page, for volume over quality
     # (bench/devset.py; on news portals it keeps teaser grids and comments).
     engine: ExtractionEngine = setting("trafilatura", v.choice_of(ExtractionEngine))
-    # With trafilatura, restore the paragraphs resiliparse finds inside the body that
-    # trafilatura left out (analyze/second_opinion.py): about 5 ms more per page.
+    # With trafilatura, check its reading against resiliparse's (its fallbacks run only
+    # where they disagree) and restore the paragraphs resiliparse finds inside the body
+    # that trafilatura left out (analyze/extract.py, analyze/second_opinion.py).
     second_opinion: bool = setting(True, v.boolean)
 
 
