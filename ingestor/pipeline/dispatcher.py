@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from ingestor.core import frontier
 from ingestor.core.frontier import FrontierItem, HostView
@@ -75,6 +75,9 @@ class ArticleDispatcher:
         self._shared = store.shared
         self._lease_seconds = lease_seconds
         self._refreshed_at = 0.0
+        # Hosts added while a store read that rewrites the board was in flight: that read
+        # may predate their commit, so they are applied again after it.
+        self._added_meanwhile: dict[str, float] | None = None
 
     # --- lifecycle ---
 
@@ -105,7 +108,24 @@ class ArticleDispatcher:
         """New items were committed: host -> the earliest time one is due."""
         for host, due in hosts.items():
             self._board[host] = min(self._board.get(host, due), due)
+            if self._added_meanwhile is not None:
+                earlier = self._added_meanwhile.get(host, due)
+                self._added_meanwhile[host] = min(earlier, due)
         self._wake.set()
+
+    @contextlib.contextmanager
+    def _keeping_additions(self) -> Iterator[None]:
+        """Around a store read whose answer replaces board entries: with several
+        connections (PostgreSQL) a poll's items can commit after the read's snapshot and
+        be added here before the read returns; without this, the read's older answer
+        dropped the host and its items waited for the next run."""
+        self._added_meanwhile = {}
+        try:
+            yield
+        finally:
+            added, self._added_meanwhile = self._added_meanwhile, None
+            for host, due in added.items():
+                self._board[host] = min(self._board.get(host, due), due)
 
     # --- what others ask ---
 
@@ -152,7 +172,8 @@ class ArticleDispatcher:
     async def _refresh(self, now: float) -> None:
         """The board from the store: hosts with unclaimed items (that no other instance
         holds) and the pauses hosts asked for."""
-        self._board = await self.store.frontier_hosts(now)
+        with self._keeping_additions():
+            self._board = await self.store.frontier_hosts(now)
         for host, until in (await self.store.host_waits(now)).items():
             self.limiter.defer_host(host, until)
         self._refreshed_at = now
@@ -184,12 +205,13 @@ class ArticleDispatcher:
                 continue
             gathered = False
             if plan:
-                result = await self.store.claim_articles(plan, now, now + self._lease_seconds)
-                for host, due in result.host_next.items():
-                    if due is None:
-                        self._board.pop(host, None)
-                    else:
-                        self._board[host] = due
+                with self._keeping_additions():
+                    result = await self.store.claim_articles(plan, now, now + self._lease_seconds)
+                    for host, due in result.host_next.items():
+                        if due is None:
+                            self._board.pop(host, None)
+                        else:
+                            self._board[host] = due
                 for item in result.items:
                     self._launch(item, now)
                 self._progress.set()
