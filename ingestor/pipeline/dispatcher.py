@@ -106,11 +106,9 @@ class ArticleDispatcher:
 
     def add(self, hosts: Mapping[str, float]) -> None:
         """New items were committed: host -> the earliest time one is due."""
-        for host, due in hosts.items():
-            self._board[host] = min(self._board.get(host, due), due)
-            if self._added_meanwhile is not None:
-                earlier = self._added_meanwhile.get(host, due)
-                self._added_meanwhile[host] = min(earlier, due)
+        _keep_earliest(self._board, hosts)
+        if self._added_meanwhile is not None:
+            _keep_earliest(self._added_meanwhile, hosts)
         self._wake.set()
 
     @contextlib.contextmanager
@@ -124,8 +122,7 @@ class ArticleDispatcher:
             yield
         finally:
             added, self._added_meanwhile = self._added_meanwhile, None
-            for host, due in added.items():
-                self._board[host] = min(self._board.get(host, due), due)
+            _keep_earliest(self._board, added)
 
     # --- what others ask ---
 
@@ -250,8 +247,14 @@ class ArticleDispatcher:
             if self._in_flight[item.host] <= 0:
                 del self._in_flight[item.host]
             if due_again is not None:
-                self._board[item.host] = min(self._board.get(item.host, due_again), due_again)
+                _keep_earliest(self._board, {item.host: due_again})
             else:
                 self.signals.item_went_through()
             self._wake.set()
             self._progress.set()
+
+
+def _keep_earliest(board: dict[str, float], hosts: Mapping[str, float]) -> None:
+    """Each host's due time on `board` becomes the earlier of its own and the given one."""
+    for host, due in hosts.items():
+        board[host] = min(board.get(host, due), due)
