@@ -13,28 +13,25 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from ingestor.core import frontier
-from ingestor.core.entry import FeedEntry
 from ingestor.core.frontier import FrontierItem
 from ingestor.core.state import ArticleCommit, FeedState, PollCommit
-from ingestor.core.urls import TrackingParams
 from ingestor.http.politeness import HostLimiter
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.store.protocol import StateStore
-from tests.test_store_contract import Backend, backend  # noqa: F401  (the fixture)
+from tests.test_store_contract import Backend, _items, backend  # noqa: F401  (the fixture)
 
 HOST = "h:80"
 
 
 class Worked:
-    """The work: commits each item as done and remembers its key."""
+    """The work: commits each item as done and remembers its link."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self.keys: list[str] = []
+        self.links: list[str | None] = []
 
     async def __call__(self, item: FrontierItem) -> float | None:
-        self.keys.append(item.entry.key)
+        self.links.append(item.entry.link)
         await self.store.commit_article(
             ArticleCommit(item.item_id, item.feed_id, item.entry.key, time.time())
         )
@@ -63,28 +60,12 @@ def dispatcher_for(store: StateStore, work: Worked) -> ArticleDispatcher:
     )
 
 
-def new_items(feed: str, count: int) -> list[frontier.NewItem]:
-    entries = [
-        (FeedEntry(f"{feed}{i}", f"http://{HOST}/{feed}/{i}", f"T{i}", None, None), False)
-        for i in range(count)
-    ]
-    items = frontier.plan_items(
-        feed,
-        entries,
-        fetch_articles=True,
-        feed_title=None,
-        feed_language=None,
-        tracking=TrackingParams(),
-        now=time.time(),
-    )
-    assert {item.host for item in items} == {HOST}
-    return items
-
-
 async def commit_and_tell(
-    store: StateStore, dispatcher: ArticleDispatcher, feed: str, keys: int
+    store: StateStore, dispatcher: ArticleDispatcher, feed: str, count: int
 ) -> None:
-    await store.commit_poll(PollCommit(FeedState(feed_id=feed), new_items(feed, keys)))
+    await store.commit_poll(
+        PollCommit(FeedState(feed_id=feed), _items(feed, count, HOST, path=feed))
+    )
     dispatcher.add({HOST: 0.0})
 
 
@@ -105,7 +86,7 @@ async def test_items_added_while_a_claim_is_answered_are_still_worked(backend): 
     finally:
         await dispatcher.stop()
         await store.close()
-    assert sorted(work.keys) == ["f0", "f1", "g0", "g1"]
+    assert sorted(work.links) == [f"http://{HOST}/{p}" for p in ("f/0", "f/1", "g/0", "g/1")]
 
 
 async def test_items_added_while_the_shared_board_is_read_are_still_worked(pg_url):
@@ -124,4 +105,4 @@ async def test_items_added_while_the_shared_board_is_read_are_still_worked(pg_ur
     finally:
         await dispatcher.stop()
         await store.close()
-    assert sorted(work.keys) == ["f0", "f1", "f2"]
+    assert sorted(work.links) == [f"http://{HOST}/f/{i}" for i in range(3)]

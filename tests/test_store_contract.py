@@ -153,9 +153,12 @@ async def test_prune_forgets_old_keys_and_fingerprints(store):
     assert await probe(store, "x", "h2", [5]) == (None, [])
 
 
-def _items(feed_id: str, n: int, host: str = "h:80", now: float = NOW) -> list[frontier.NewItem]:
+def _items(
+    feed_id: str, n: int, host: str = "h:80", now: float = NOW, path: str = "a"
+) -> list[frontier.NewItem]:
     entries = [
-        (FeedEntry(f"k{i}", f"http://{host}/a/{i}", f"T{i}", None, None), False) for i in range(n)
+        (FeedEntry(f"k{i}", f"http://{host}/{path}/{i}", f"T{i}", None, None), False)
+        for i in range(n)
     ]
     items = frontier.plan_items(
         feed_id,
