@@ -68,6 +68,12 @@ class FetchError(IngestorError):
 
     transient = False
     kind = "fetch"
+    # The requests of this fetch (retries and redirect hops included) that the server
+    # answered with an error, reset or let time out: what `status` counts.
+    failed_requests = 1
+    # Its retries were cut short: the host was told to wait (another request's 429) until
+    # then. The retry is owed then, as the fetch would have made it.
+    cut_short_until: float | None = None
 
     def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
         super().__init__(message, url=url)
@@ -126,6 +132,8 @@ class HostBackoffError(RetryLater):
 
     kind = "host_backoff"
 
+    failed_requests = 0
+
     def __init__(self, url: str, not_before: float) -> None:
         super().__init__(url, "host asked to wait (Retry-After), request not sent")
         self.not_before = not_before
@@ -155,6 +163,7 @@ class BlockedAddressError(FetchError):
     """The URL resolves to an address the SSRF guard refuses, or has a forbidden scheme."""
 
     kind = "blocked_address"
+    failed_requests = 0  # refused here: no request was sent
 
 
 class RedirectError(FetchError):
@@ -167,6 +176,7 @@ class RobotsDisallowedError(FetchError):
     """robots.txt of the host disallows this URL for our User-Agent."""
 
     kind = "robots"
+    failed_requests = 0  # refused here: no request was sent
 
 
 class RobotsUnavailableError(FetchError):

@@ -173,7 +173,11 @@ async def test_migrate_state_keeps_the_history_and_the_next_run_writes_nothing_t
     assert moved.returncode == 0, moved.stderr
     assert "2 feeds" in moved.stdout and "8 records" in moved.stdout
     again = await ingestor_cli("migrate-state", "--from", str(state), "--to", pg_url)
-    assert again.returncode != 0 and "already holds state" in again.stderr
+    assert again.returncode != 0 and "moved by migrate-state" in again.stderr
+    # The old state is retired: a run on it would write seqs 9 on a second time.
+    old = await ingestor_cli("run", "--once", "--config", str(sqlite_config))
+    assert old.returncode == 1 and "moved by migrate-state (to postgresql://" in old.stderr
+    assert len(old.stderr.strip().splitlines()) == 1, old.stderr
 
     farm.items = 6  # two new entries per feed since the move
     fleet = tmp_path / "fleet.yaml"

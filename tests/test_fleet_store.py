@@ -169,3 +169,65 @@ async def test_a_host_handed_over_keeps_the_pause_its_last_holder_was_told(fleet
     taken = await b.claim_articles([("h:80", 5)], later, later + 30)
     assert taken.items == [] and taken.host_next == {"h:80": pause_until}
     assert await b.claim_due_feeds(later, 10) == {}
+
+
+async def test_committed_items_are_released_and_their_host_handed_back(fleet):
+    """A live instance that finished its items gives their host back: another instance
+    then works the host's remaining items (the release used to be unreachable: every
+    committed item stayed held, renewed by the heartbeat, its host never handed back)."""
+    from ingestor.core.state import ArticleCommit
+
+    a, b = await fleet("a", lease_ttl=1.0), await fleet("b", lease_ttl=1.0)
+    now = time.time()
+    await a.commit_poll(PollCommit(FeedState(feed_id="f"), _items("f", 3, "h:80", now)))
+    claim = await a.claim_articles([("h:80", 2)], now, now + 1.0)
+    assert len(claim.items) == 2
+    for item in claim.items:
+        await a.commit_article(ArticleCommit(item.item_id, "f", item.entry.key, time.time()))
+    assert a._held_items == {}
+    # B gets the third item once A's heartbeat has handed the idle host back (its linger
+    # is 2 s): A lives on, so only the release can let B in. Bounded: 15 s at most.
+    taken = []
+    for _ in range(150):
+        taken = (await b.claim_articles([("h:80", 5)], time.time(), time.time() + 1)).items
+        if taken:
+            break
+        await asyncio.sleep(0.1)
+    assert [i.entry.key for i in taken] == ["k2"]
+
+
+async def test_migrate_state_carries_delivery_cursors_and_retires_the_old_state(tmp_path, pg_url):
+    """After the switch a webhook sink goes on from its cursor (it sent lines 1-72 again),
+    and the SQLite copy is refused with a line naming the new home: used again, it would
+    write the journal's seqs a second time."""
+    from ingestor.errors import StateError
+    from ingestor.store.migrate import migrate_state
+    from ingestor.store.sqlite import SQLiteStateStore
+
+    path = tmp_path / "state.db"
+    sqlite = SQLiteStateStore(path)
+    await sqlite.open()
+    await sqlite.sink_position("hook", latest=False)
+    assert await sqlite.advance_sink("hook", 0, 72, time.time())
+    await sqlite.close()
+    copied = await migrate_state(path, pg_url)
+    assert copied["sinks"] == 1
+    target = PostgresStateStore(pg_url, instance_id="a")
+    await target.open()
+    try:
+        assert (await target.sink_position("hook", latest=False)).cursor == 72
+    finally:
+        await target.close()
+    for read_only in (False, True):
+        with pytest.raises(StateError) as refused:
+            await SQLiteStateStore(path, read_only=read_only).open()
+        message = str(refused.value)
+        assert "moved by migrate-state" in message and "127.0.0.1" in message
+        assert "\n" not in message
+    # Moving it twice would copy the same history again: refused the same way.
+    with pytest.raises(StateError, match="moved by migrate-state"):
+        await migrate_state(path, pg_url, merge=True)
+    # The user's word: the old copy is used again (to go back).
+    again = SQLiteStateStore(path, allow_moved=True)
+    await again.open()
+    await again.close()

@@ -71,19 +71,25 @@ def test_gone_disables_until_the_configuration_changes():
 
 
 @pytest.mark.parametrize(
-    ("error", "count", "due", "host_wait"),
+    ("error", "count", "due", "host_wait", "served"),
     [
-        (RateLimitedError(FEED.url, 503, NOW + 3), 0, NOW + 3, True),
-        (HostBackoffError(FEED.url, NOW + 7), 0, NOW + 7, False),
-        (ConnectError(FEED.url, "connection refused"), 1, NOW + 900, False),
+        (RateLimitedError(FEED.url, 503, NOW + 3), 0, NOW + 3, True, 1),
+        (HostBackoffError(FEED.url, NOW + 7), 0, NOW + 7, False, 0),
+        (ConnectError(FEED.url, "connection refused"), 1, NOW + 900, False, 1),
     ],
 )
-def test_a_stated_wait_is_a_date_and_anything_else_a_failure_streak(error, count, due, host_wait):
-    failure = poll_decider.failed(FEED, FeedState(feed_id=FEED.url), error, SCHEDULE, NOW, rng())
+def test_a_stated_wait_is_a_date_and_anything_else_a_failure_streak(
+    error, count, due, host_wait, served
+):
+    before = FeedState(feed_id=FEED.url, last_error="HTTP 500 Internal Server Error")
+    failure = poll_decider.failed(FEED, before, error, SCHEDULE, NOW, rng())
     assert failure.state.error_count == count
     assert failure.state.next_due == pytest.approx(due)
     assert (failure.host_wait is not None) == host_wait
-    assert failure.state.last_error == str(error)
+    assert failure.state.failed_requests == served
+    # A request never sent (its host was told to wait) keeps the feed's real last error.
+    expected = before.last_error if isinstance(error, HostBackoffError) else str(error)
+    assert failure.state.last_error == expected
 
 
 def test_the_error_backoff_grows_only_with_failures_without_a_stated_time():

@@ -250,6 +250,14 @@ async def test_a_receiver_down_for_the_whole_run_gets_everything_when_back(tmp_p
     assert again == list(range(5, total + 1))
     wrong = await ingestor_cli("sinks", "replay", "nope", "--config", str(config), "--from", "1")
     assert wrong.returncode == 2 and "no sink named 'nope' (sinks: down, slow)" in wrong.stderr
+    # Past the journal's end: refused, and the cursor stays where it was.
+    past = str(total + 2)
+    beyond = await ingestor_cli("sinks", "replay", "down", "--config", str(config), "--from", past)
+    assert beyond.returncode == 2
+    assert f"--from {past} is past the journal's end (its last line is {total})" in beyond.stderr
+    status = await ingestor_cli("status", "--config", str(config), "--sinks", "--json")
+    rows = {row["sink"]: row for row in json.loads(status.stdout)}
+    assert rows["down"]["cursor"] == total and rows["down"]["lag_lines"] == 0
 
 
 async def test_a_new_sink_from_latest_starts_after_the_last_line(tmp_path, serve):
@@ -342,3 +350,47 @@ async def test_a_fleet_delivers_each_line_once_in_order_across_a_kill(tmp_path, 
     total = row["journal_last_seq"]
     assert row["cursor"] == total and total >= 4 * farm.visible
     check_order(receiver, total)
+
+
+async def test_a_retried_batch_carries_the_same_lines_while_the_journal_grows(tmp_path, serve):
+    """The README's promise: a batch that was not acknowledged is sent again as it was
+    (it grew from lines 21-22 to 21-23 when a line was written meanwhile)."""
+    import aiohttp
+
+    from ingestor.config.model import WebhookConfig
+    from ingestor.core.metrics import Metrics
+    from ingestor.service.webhooks import WebhookSink
+    from ingestor.store.sqlite import SQLiteStateStore
+
+    receiver = Receiver()
+    receiver.down = True
+    receiver.base = await serve(receiver.app)
+    out = tmp_path / "out"
+
+    def written(seq: int) -> JournalEntry:
+        path = f"2024/01/01/{seq:024x}.json"
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text(json.dumps({"id": f"{seq:024x}"}) + "\n")
+        return JournalEntry(seq, "create", f"{seq:024x}", path, f"sha256:{seq}", 1.0)
+
+    journal = [written(seq) for seq in (1, 2)]
+
+    class Lines:
+        async def after(self, seq: int, limit: int) -> list[JournalEntry]:
+            return [e for e in journal if e.seq > seq][:limit]
+
+    store = SQLiteStateStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        config = WebhookConfig(url=f"{receiver.base}/hook", secret=SECRET, batch=10, timeout=5)
+        sink = WebhookSink(config, store, Lines(), out, Metrics(), "me", 60.0)
+        async with aiohttp.ClientSession() as session:
+            assert not await sink.deliver_once(session)
+            journal.append(written(3))  # written while the receiver was down
+            assert not await sink.deliver_once(session)
+            receiver.down = False
+            assert await sink.deliver_once(session)
+            assert await sink.deliver_once(session)
+    finally:
+        await store.close()
+    assert [r["seqs"] for r in receiver.requests] == [[1, 2], [1, 2], [1, 2], [3]]

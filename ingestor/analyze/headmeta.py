@@ -110,3 +110,9 @@ def parse_date(value: object) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def title_tag(html_text: str) -> str | None:
+    """The document's own <title> (not og:title, which error pages leave as the site's)."""
+    match = _TITLE.search(html_text[:65536])
+    return clean_line(html.unescape(match.group(1)), 1000) or None if match else None

@@ -53,7 +53,9 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
     # workers' fork server has them preloaded).
     from ingestor.analyze.extract import choose_body, extract_page
     from ingestor.analyze.fingerprint import fingerprint
+    from ingestor.analyze.headmeta import title_tag
     from ingestor.analyze.language import detect_language
+    from ingestor.core.pages import soft_404
     from ingestor.parse.decoding import decode_document
 
     started = time.process_time()
@@ -69,6 +71,9 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
             job.second_opinion,
         )
     else:
+        page, json_ld_text, meta = Body("", "none"), None, PageMetadata()
+    not_found = soft_404(title_tag(html), job.title) if html else None
+    if not_found:
         page, json_ld_text, meta = Body("", "none"), None, PageMetadata()
     body = choose_body(page, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
     extracted = time.process_time()
@@ -88,7 +93,7 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
         "language": detected - extracted,
         "fingerprint": done - detected,
     }
-    return ArticleAnalysis(body, meta, language, prints, timings)
+    return ArticleAnalysis(body, meta, language, prints, timings, page_error=not_found)
 
 
 def parse_feed_job(doc: RetrievedFeed) -> tuple[ParsedFeed, float]:

@@ -33,6 +33,9 @@ DEFAULT_TRACKING_PARAMS = (
 LanguageDetector = Literal["langdetect", "py3langid"]
 ExtractionEngine = Literal["trafilatura", "resiliparse"]
 NearDuplicateMode = Literal["mark", "drop"]
+# An entry whose page could not be used (404, not HTML, a refused address, a soft 404, a
+# page given up on): a record from the feed's own text that says why, or none.
+PageFailureMode = Literal["record", "skip"]
 _REQUIRED = dataclasses.MISSING
 
 
@@ -74,6 +77,9 @@ class StateConfig:
     lease_ttl: float = setting(60.0, v.positive_duration)
     instance_id: str | None = setting(None, v.optional_str)
     seen_entry_max_age: float = setting(365 * 86400.0, v.parse_duration)
+    # A SQLite state that migrate-state moved into PostgreSQL is refused (its journal
+    # would get the same seqs twice); true uses it again, to go back after a migration.
+    allow_moved: bool = setting(False, v.boolean)
 
     @property
     def where(self) -> str:
@@ -133,6 +139,7 @@ class ExtractionConfig:
     # where they disagree) and restore the paragraphs resiliparse finds inside the body
     # that trafilatura left out (analyze/extract.py, analyze/second_opinion.py).
     second_opinion: bool = setting(True, v.boolean)
+    page_failures: PageFailureMode = setting("record", v.choice_of(PageFailureMode))
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,5 @@ class ArticleAnalysis:
     fingerprint: Fingerprint
     # CPU seconds in the worker by stage: extract, language, fingerprint.
     timings: dict[str, float] = field(default_factory=dict)
+    # Why the page, fetched, is not the article (a soft 404): the body is the feed's.
+    page_error: str | None = None

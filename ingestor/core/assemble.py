@@ -26,6 +26,7 @@ def build_record(
     fetched_at: datetime,
     updated_at: datetime | None = None,
     story_id: str | None = None,
+    page_error: str | None = None,
 ) -> Record:
     meta = analysis.meta
     title = clean_line(entry.title or meta.title or "", MAX_TITLE_CHARS)
@@ -59,6 +60,7 @@ def build_record(
         word_count=len(text.split()),
         enclosures=[_enclosure(e) for e in entry.enclosures],
         backfill=entry.backfill,
+        page_error=page_error,
         story_id=story_id or record_id,
     )
 

@@ -146,9 +146,11 @@ class Retry:
 
 @dataclass(frozen=True)
 class Fallback:
-    """Give up on the page: the record comes from the feed's own text."""
+    """Give up on the page: the record comes from the feed's own text. `host_not_before`:
+    the host asked to wait too (a last 429), which the commit keeps for every request."""
 
     reason: str
+    host_not_before: float | None = None
 
 
 ArticleFailureDecision = Retry | Fallback
@@ -186,8 +188,12 @@ def after_failure(
         return Fallback(reason)
     tried = attempts + 1
     if tried >= max_attempts:
-        return Fallback(f"gave up after {tried} attempts, last: {reason}")
+        asked = error.not_before if isinstance(error, RateLimitedError) else None
+        return Fallback(f"gave up after {tried} attempts, last: {reason}", asked)
     backoff = now + retry_delay(tried, base_delay, rng)
+    if error.cut_short_until is not None:
+        # Its host's wait stopped the fetch's own retries: the retry is owed when it ends.
+        return Retry(max(error.cut_short_until, now), tried, reason)
     if isinstance(error, RateLimitedError):
         # The server said when: come back then, not later.
         return Retry(error.not_before, tried, reason, host_not_before=error.not_before)

@@ -26,7 +26,15 @@ from ingestor.core.entry import FeedMeta
 from ingestor.core.polling import feed_fingerprint, with_meta
 from ingestor.core.state import FeedState, HostWait, evolve
 from ingestor.core.urls import host_key
-from ingestor.errors import GoneError, IngestorError, RateLimitedError, RetryLater
+from ingestor.errors import (
+    FetchError,
+    GoneError,
+    HostBackoffError,
+    IngestorError,
+    ParseError,
+    RateLimitedError,
+    RetryLater,
+)
 
 # An entry dated further ahead than this is a feed's mistake, not a publishing time.
 _FUTURE_SLACK = 86400.0
@@ -66,11 +74,18 @@ def gate(
 
 
 def fetched(
-    state: FeedState, now: float, permanent_url: str | None, max_age: float | None
+    state: FeedState,
+    now: float,
+    permanent_url: str | None,
+    max_age: float | None,
+    failed_requests: int = 0,
 ) -> FeedState:
     """A response came: a permanent redirect moves the feed (its configured URL stays its
-    identity), and a Cache-Control lifetime says when it may be asked again."""
+    identity), and a Cache-Control lifetime says when it may be asked again.
+    `failed_requests`: error answers the fetch retried past, counted all the same."""
     changes: dict[str, object] = {"last_fetch_at": now, "fresh_until": now + (max_age or 0.0)}
+    if failed_requests:
+        changes["failed_requests"] = state.failed_requests + failed_requests
     if permanent_url and permanent_url != state.url:
         changes["effective_url"] = permanent_url
     return evolve(state, **changes)
@@ -175,11 +190,18 @@ def failed(
     """A server that said when to come back (Retry-After, or its host's) set a date, not
     a failure streak: the next poll is exactly then and the error backoff does not grow.
     410 Gone disables the feed until its configuration changes. Anything else counts a
-    failure and backs off."""
+    failure and backs off. A request never sent (its host was asked to wait, by another
+    feed's answer) changes nothing but the date: the feed's last real answer stays its
+    last error."""
     stated = error.not_before if isinstance(error, RetryLater) and error.not_before else None
+    if isinstance(error, HostBackoffError) and stated is not None:
+        state = evolve(state, not_before=stated)
+        due = schedule.next_due(feed, state, config, now, rng, failed=True, server_wait=stated)
+        return Failure(evolve(state, next_due=due), stated)
     state = evolve(
         state,
         error_count=state.error_count if stated else state.error_count + 1,
+        failed_requests=state.failed_requests + _served_failures(error),
         last_error=str(error),
         last_error_at=now,
         last_fetch_at=now,
@@ -197,8 +219,20 @@ def failed(
         state = evolve(state, not_before=stated)
         if isinstance(error, RateLimitedError):
             host_wait = HostWait(host_key(error.url), stated, error.reason)
-    due = schedule.next_due(feed, state, config, now, rng, failed=True, server_wait=stated)
-    return Failure(evolve(state, next_due=due), stated, gone, host_wait)
+    # A failure whose retries its host's wait cut short is tried again when the wait
+    # ends (counted all the same): the retry the fetch could not make.
+    owed = error.cut_short_until if isinstance(error, FetchError) else None
+    wait = stated if stated is not None else owed
+    due = schedule.next_due(feed, state, config, now, rng, failed=True, server_wait=wait)
+    return Failure(evolve(state, next_due=due), wait, gone, host_wait)
+
+
+def _served_failures(error: IngestorError) -> int:
+    """The error answers behind a failed poll: a fetch's requests, or one malformed
+    document; none for our own trouble (a worker that died)."""
+    if isinstance(error, FetchError):
+        return error.failed_requests
+    return 1 if isinstance(error, ParseError) else 0
 
 
 def entries_counted(is_update: Sequence[bool]) -> tuple[int, int]:

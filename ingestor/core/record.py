@@ -47,6 +47,7 @@ class Record:
     word_count: int = 0
     enclosures: list[dict[str, Any]] = field(default_factory=list)
     backfill: bool = False
+    page_error: str | None = None  # why the page could not be used (the text is the feed's)
     story_id: str = ""  # the first record of this story (its own id when it is the first)
 
     def to_dict(self) -> dict[str, Any]:

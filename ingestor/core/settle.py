@@ -24,6 +24,7 @@ from ingestor.core.state import (
     ArticlePrep,
     CommitItem,
     DuplicateKind,
+    HostWait,
     Settlement,
     SettleOutcome,
 )
@@ -41,6 +42,7 @@ class ArticleFacts:
     analysis: ArticleAnalysis
     failure: str | None  # why the page was not used, if it was not
     now: datetime
+    host_wait: HostWait | None = None  # what its host asked, kept with the commit
 
 
 def decide_article(
@@ -58,14 +60,29 @@ def decide_article(
     if existing is not None and existing.done:
         if existing.deleted:
             # output.retention removed it: an old article's late edit does not bring it back.
-            return Settlement(article_commit(item, seen=rid), SettleOutcome.UNCHANGED)
+            return Settlement(
+                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                SettleOutcome.UNCHANGED,
+            )
         if not item.is_update:
             # The page's rel=canonical named an article written already.
-            return Settlement(article_commit(item, seen=rid), SettleOutcome.URL_DUPLICATE)
-        if existing.content_hash == prints.content_hash or not changed_substantially(
-            prep.old_signature, prints.signature, dedup.update_threshold
+            return Settlement(
+                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                SettleOutcome.URL_DUPLICATE,
+            )
+        # An update whose page could not be had keeps the record it has (the page's
+        # reading, not the feed's text in its place).
+        if (
+            facts.failure is not None
+            or existing.content_hash == prints.content_hash
+            or not changed_substantially(
+                prep.old_signature, prints.signature, dedup.update_threshold
+            )
         ):
-            return Settlement(article_commit(item, seen=rid), SettleOutcome.UNCHANGED)
+            return Settlement(
+                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                SettleOutcome.UNCHANGED,
+            )
         updated_at = now
     verdict: DuplicateVerdict = NOT_DUPLICATE
     if analysis.body.text:
@@ -76,7 +93,11 @@ def decide_article(
     if kind is DuplicateKind.NEAR and dedup.near_duplicates == "drop":
         release = rid if existing is None else None
         commit = article_commit(
-            item, seen=verdict.duplicate_of, release=release, failure=facts.failure
+            item,
+            seen=verdict.duplicate_of,
+            release=release,
+            failure=facts.failure,
+            host_wait=facts.host_wait,
         )
         return Settlement(commit, SettleOutcome.DROPPED, duplicate_kind=kind)
     story = story_of(rid, verdict, prep.stories, existing is not None and existing.done)
@@ -92,6 +113,7 @@ def decide_article(
         verdict=verdict,
         fetched_at=now,
         updated_at=updated_at,
+        page_error=facts.failure,
     )
     commit_item = CommitItem(
         record_id=rid,
@@ -108,7 +130,7 @@ def decide_article(
         story_id=story if story != rid else None,
     )
     return Settlement(
-        article_commit(item, record=commit_item, failure=facts.failure),
+        article_commit(item, record=commit_item, failure=facts.failure, host_wait=facts.host_wait),
         SettleOutcome.WRITTEN_DUPLICATE if verdict.is_duplicate else SettleOutcome.WRITTEN,
         output=(record.file_bytes(pretty), prep.location),
         duplicate_kind=kind,
@@ -123,6 +145,7 @@ def article_commit(
     record: CommitItem | None = None,
     release: str | None = None,
     failure: str | None = None,
+    host_wait: HostWait | None = None,
 ) -> ArticleCommit:
     entry = item.entry
     return ArticleCommit(
@@ -136,6 +159,7 @@ def article_commit(
         release_record=release,
         failure=failure,
         failed_url=entry.link if failure else None,
+        host_wait=host_wait,
     )
 
 

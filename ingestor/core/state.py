@@ -57,6 +57,9 @@ class FeedState:
     fresh_until: float = 0.0  # Cache-Control / Expires: not polled again before this
     not_before: float = 0.0  # Retry-After
     error_count: int = 0
+    # Every request of this feed the server answered with an error, reset or let time out
+    # (retries within one poll included), ever: a streak's polls are error_count.
+    failed_requests: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
@@ -245,6 +248,7 @@ class ArticleCommit:
     release_record: str | None = None  # a reservation never written (a dropped duplicate)
     failure: str | None = None  # why the page was not used (the record has the feed's text)
     failed_url: str | None = None
+    host_wait: HostWait | None = None  # the page's host asked to wait (its last answer)
 
 
 @dataclass(frozen=True)

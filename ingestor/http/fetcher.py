@@ -29,6 +29,7 @@ from ingestor.errors import (
     FetchError,
     FetchTimeoutError,
     GoneError,
+    HostBackoffError,
     HTTPStatusError,
     RateLimitedError,
     RedirectError,
@@ -73,6 +74,7 @@ class FetchResult:
     last_modified: str | None = None
     permanent_url: str | None = None
     max_age: float | None = None
+    failed_requests: int = 0  # error answers before this one (retries within the fetch)
 
     @property
     def not_modified(self) -> bool:
@@ -190,20 +192,37 @@ class Fetcher:
         attempts = self.config.retries + 1
         options = options or _NO_OPTIONS
         budget = _Budget(options.timeout or total_timeout or self.config.total_timeout)
+        failed = 0
+        previous: FetchError | None = None
         for attempt in range(attempts):
             try:
-                return await self._follow_redirects(
+                result = await self._follow_redirects(
                     url, _Ask(max_bytes, dict(headers or {}), options, budget)
                 )
+                return replace(result, failed_requests=failed)
+            except HostBackoffError as waiting:
+                if previous is None:
+                    raise
+                previous.cut_short_until = waiting.not_before
+                raise previous from None
             except FetchError as exc:
+                previous = exc
+                failed += exc.failed_requests
+                exc.failed_requests = failed
                 # A request that ran out its whole time is not sent again at once: a
                 # trickling server would hold the slot `retries` times over. The caller
-                # retries it later (the frontier's backoff, the feed's next poll).
+                # retries it later (the frontier's backoff, the feed's next poll). Nor is
+                # one whose host has since asked to wait (another feed's 429): the answer
+                # this fetch got is its failure, not the wait that stopped its retry.
                 timed_out = isinstance(exc, FetchTimeoutError)
                 if not exc.transient or timed_out or attempt == attempts - 1:
                     raise
                 delay = self.config.retry_base_delay * (2**attempt)
                 delay *= self._rng.uniform(0.5, 1.5)
+                host_wait = self.limiter.not_before(host_key(url))
+                if host_wait > time.time() + delay:
+                    exc.cut_short_until = host_wait
+                    raise
                 log.debug("retrying %s in %.2fs after: %s", url, delay, exc)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")

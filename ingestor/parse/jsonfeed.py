@@ -87,8 +87,10 @@ def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
         raise ParseError(url, "invalid JSON Feed: 'items' is missing or not a list")
     entries: list[FeedEntry] = []
     skipped = 0
+    # An item's relative url means the site (see parse/bases.py): its home page.
+    home = safe_link(url, _s(data.get("home_page_url")))
     for item in items[:MAX_ENTRIES]:
-        entry = _json_entry(item, url, data) if isinstance(item, dict) else None
+        entry = _json_entry(item, url, home or url, data) if isinstance(item, dict) else None
         if entry is None:
             skipped += 1
         else:
@@ -106,7 +108,9 @@ def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     )
 
 
-def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> FeedEntry | None:
+def _json_entry(
+    item: dict[str, Any], feed_url: str, site_url: str, feed: dict[str, Any]
+) -> FeedEntry | None:
     content_html = _s(item.get("content_html"))
     if content_html:
         content = html_to_text(content_html[:MAX_CONTENT_CHARS])
@@ -117,7 +121,7 @@ def _json_entry(item: dict[str, Any], feed_url: str, feed: dict[str, Any]) -> Fe
     return build_entry(
         FeedEntry(
             key="",
-            link=safe_link(feed_url, _s(item.get("url")) or _s(item.get("external_url"))),
+            link=safe_link(site_url, _s(item.get("url")) or _s(item.get("external_url"))),
             title=clean_line(_s(item.get("title")), 1000),
             summary=html_to_text(_s(item.get("summary"))) or None,
             content=content or None,

@@ -13,6 +13,7 @@ from ingestor.core.cleaning import clean_line
 from ingestor.core.entry import Enclosure, FeedEntry, FeedMeta, ParsedFeed
 from ingestor.core.retrieved import RetrievedFeed
 from ingestor.errors import ParseError
+from ingestor.parse.bases import LinkBases
 from ingestor.parse.entries import (
     MAX_CONTENT_CHARS,
     MAX_SUMMARY_CHARS,
@@ -69,9 +70,10 @@ def parse_rss_atom(doc: RetrievedFeed) -> ParsedFeed:
     body, header = normalize_feed_charset(doc.body, doc.charset)
     body, total = limit_entries(body)
     url = doc.url
+    bases = LinkBases(url)
     parsed = feedparser.parse(
         body,
-        response_headers={"content-location": url, "content-type": header},
+        response_headers={"content-location": bases.marker, "content-type": header},
         resolve_relative_uris=False,
         sanitize_html=False,
     )
@@ -79,8 +81,9 @@ def parse_rss_atom(doc: RetrievedFeed) -> ParsedFeed:
         refusal = html_instead_of_feed(body, doc.media_type)
         if refusal:
             raise ParseError(url, refusal)
-    meta = _feed_meta(parsed.feed, body, url)
-    found = (_normalize_entry(e, url, meta.language) for e in parsed.entries[:MAX_ENTRIES])
+    meta = _feed_meta(parsed.feed, body, bases)
+    bases.set_site(meta.link)
+    found = (_normalize_entry(e, bases, meta.language) for e in parsed.entries[:MAX_ENTRIES])
     entries = mark_shared_links([e for e in found if e is not None], meta.link)
     if not entries and not parsed.version and not meta.title:
         reason = _bozo_reason(parsed) or "no feed found"
@@ -93,14 +96,16 @@ def parse_rss_atom(doc: RetrievedFeed) -> ParsedFeed:
     )
 
 
-def _normalize_entry(raw: Any, feed_url: str, language: str | None) -> FeedEntry | None:
-    link = _original_link(raw, feed_url) or safe_link(feed_url, raw.get("link"))
+def _normalize_entry(raw: Any, bases: LinkBases, language: str | None) -> FeedEntry | None:
+    feed_url = bases.document_url
+    link = _original_link(raw, bases) or safe_link(feed_url, bases.entry(raw.get("link")))
     summary_html = raw.get("summary") or raw.get("description")
     content_parts = [
         c.get("value", "") for c in raw.get("content", []) or [] if isinstance(c, dict)
     ]
     published, updated = _entry_dates(raw, language)
-    guid = raw.get("id") if isinstance(raw.get("id"), str) else None
+    guid = bases.document(raw.get("id"))
+    guid = guid if isinstance(guid, str) else None
     return build_entry(
         FeedEntry(
             key="",
@@ -121,17 +126,17 @@ def _normalize_entry(raw: Any, feed_url: str, language: str | None) -> FeedEntry
             ),
             published=published,
             updated=updated,
-            enclosures=_enclosures(raw, link or feed_url),
+            enclosures=_enclosures(raw, bases, link or feed_url),
         ),
         guid,
     )
 
 
-def _original_link(raw: Any, feed_url: str) -> str | None:
+def _original_link(raw: Any, bases: LinkBases) -> str | None:
     """feedburner:origLink and its kin (pheedo, ...): the article's own URL, not a redirect."""
     for key in raw:
         if isinstance(key, str) and key.endswith("_origlink"):
-            link = safe_link(feed_url, raw.get(key))
+            link = safe_link(bases.document_url, bases.entry(raw.get(key)))
             if link:
                 return link
     return None
@@ -144,10 +149,10 @@ def _authors(raw: Any) -> tuple[str, ...]:
     return names or clean_names([raw.get("author")])
 
 
-def _enclosures(raw: Any, base: str) -> tuple[Enclosure, ...]:
+def _enclosures(raw: Any, bases: LinkBases, base: str) -> tuple[Enclosure, ...]:
     found = []
     for enc in raw.get("enclosures", []) or []:
-        href = safe_link(base, enc.get("href"))
+        href = safe_link(base, bases.document(enc.get("href")))
         if href:
             length = enc.get("length")
             found.append(
@@ -168,7 +173,9 @@ def _enclosures(raw: Any, base: str) -> tuple[Enclosure, ...]:
         duration=parse_duration_text(raw.get("itunes_duration")),
         episode=small_int(raw.get("itunes_episode")),
         season=small_int(raw.get("itunes_season")),
-        image=safe_link(base, image.get("href")) if isinstance(image, dict) else None,
+        image=safe_link(base, bases.document(image.get("href")))
+        if isinstance(image, dict)
+        else None,
     )
     return (first, *found[1:])
 
@@ -190,7 +197,7 @@ def _entry_dates(raw: Any, language: str | None) -> tuple[datetime | None, datet
     return published, updated
 
 
-def _feed_meta(feed: Any, body: bytes, url: str) -> FeedMeta:
+def _feed_meta(feed: Any, body: bytes, bases: LinkBases) -> FeedMeta:
     ttl = feed.get("ttl")
     ttl_seconds = float(ttl) * 60 if isinstance(ttl, str) and ttl.strip().isdigit() else None
     period = _UPDATE_PERIODS.get(str(feed.get("sy_updateperiod", "")).strip().lower())
@@ -211,20 +218,20 @@ def _feed_meta(feed: Any, body: bytes, url: str) -> FeedMeta:
     language = clean_line(feed.get("language"), 40) or None
     return FeedMeta(
         title=clean_line(html_to_text(feed.get("title")), 500) or None,
-        link=clean_line(feed.get("link"), 2000) or None,
+        link=clean_line(bases.document(feed.get("link")), 2000) or None,
         language=language,
         ttl=ttl_seconds,
         skip_hours=frozenset(skip_hours),
         skip_days=frozenset(skip_days),
         update_period=update_period,
-        prev_archive=_link_by_rel(feed, "prev-archive", url),
-        next_page=_link_by_rel(feed, "next", url),
+        prev_archive=_link_by_rel(feed, "prev-archive", bases),
+        next_page=_link_by_rel(feed, "next", bases),
     )
 
 
-def _link_by_rel(feed: Any, rel: str, base: str) -> str | None:
+def _link_by_rel(feed: Any, rel: str, bases: LinkBases) -> str | None:
     """An RFC 5005 link (Atom's <link>, or atom:link inside RSS), made absolute."""
     for link in feed.get("links", []) or []:
         if isinstance(link, dict) and link.get("rel") == rel:
-            return safe_link(base, link.get("href"))
+            return safe_link(bases.document_url, bases.document(link.get("href")))
     return None

@@ -112,6 +112,10 @@ class ArticleWorker(UsesParts):
         """Finish one frontier item; returns when it is due again if it went back."""
         feed = self._feed_config(item)
         try:
+            if self.signals.failing_since is not None:
+                # The output failed lately: no page is fetched for a record that cannot
+                # be written (the probe raises SinkError while it still fails).
+                await asyncio.to_thread(self.sink.check_writable, b"a record's worth\n" * 64)
             result, due_again = await self._process(feed, item)
         except SinkError as exc:
             # Our own disk, not the site: retry without counting an attempt.
@@ -136,6 +140,7 @@ class ArticleWorker(UsesParts):
                 return await self._url_duplicate(item, claim.known), None
             page: FetchResult | None = None
             failure: str | None = None
+            host_wait: HostWait | None = None
             entry = item.entry
             if entry.link and feed.fetch_articles and item.host != frontier.NO_FETCH_HOST:
                 try:
@@ -146,8 +151,30 @@ class ArticleWorker(UsesParts):
                     if isinstance(decision, frontier.Retry):
                         return Article.RETRY, decision.not_before
                     failure = decision.reason
+                    if decision.host_not_before is not None:
+                        host_wait = HostWait(item.host, decision.host_not_before, failure)
             url, _fragment = urldefrag(page.final_url if page else (entry.link or feed.url))
             analysis = await self._analyze(feed, item, page, url)
+            if page is not None and analysis.page_error:
+                self.metrics.inc("article_errors", "soft_404")
+                log.warning(
+                    "feed %s: article %s: %s; using the feed's own text",
+                    feed.url,
+                    url,
+                    analysis.page_error,
+                )
+                self.on_result(None)
+                page, failure = None, analysis.page_error
+                url, _fragment = urldefrag(entry.link or feed.url)
+            if failure and self.config.extraction.page_failures == "skip":
+                log.info(
+                    "feed %s: article %s: no record (extraction.page_failures: skip): %s",
+                    feed.url,
+                    entry.link or url,
+                    failure,
+                )
+                await self._finish(item, failure=failure, host_wait=host_wait)
+                return Article.SKIPPED, None
             canonical = item.canonical_url
             if page is not None:
                 canonical = page_canonical(
@@ -162,10 +189,10 @@ class ArticleWorker(UsesParts):
                     len(analysis.body.text),
                     minimum,
                 )
-                await self._finish(item, failure=failure)
+                await self._finish(item, failure=failure, host_wait=host_wait)
                 return Article.SKIPPED, None
             written, rid = await self._dedup_and_write(
-                feed, item, url, canonical, analysis, failure
+                feed, item, url, canonical, analysis, failure, host_wait
             )
             if canonical == item.canonical_url and written is not Article.DROPPED:
                 claim.known = rid  # a task waiting for this URL needs no page
@@ -290,8 +317,11 @@ class ArticleWorker(UsesParts):
         *,
         seen: str | None = None,
         failure: str | None = None,
+        host_wait: HostWait | None = None,
     ) -> None:
-        await self.store.commit_article(settle.article_commit(item, seen=seen, failure=failure))
+        await self.store.commit_article(
+            settle.article_commit(item, seen=seen, failure=failure, host_wait=host_wait)
+        )
 
     @contextlib.asynccontextmanager
     async def _claim(self, canonical: str) -> AsyncIterator[_UrlClaim]:
@@ -326,6 +356,7 @@ class ArticleWorker(UsesParts):
         canonical: str,
         analysis: ArticleAnalysis,
         failure: str | None = None,
+        host_wait: HostWait | None = None,
     ) -> tuple[Article, str]:
         """How the article settled, and its record id."""
         rid = record_id(canonical)
@@ -357,7 +388,7 @@ class ArticleWorker(UsesParts):
         )
         decide = partial(
             settle.decide_article,
-            ArticleFacts(feed, item, url, canonical, rid, analysis, failure, now),
+            ArticleFacts(feed, item, url, canonical, rid, analysis, failure, now, host_wait),
             self.config.dedup,
             self.scheme,
             self.config.output.pretty,

@@ -146,13 +146,17 @@ class ArticleDispatcher:
         }
 
     async def wait_settled(self, max_wait: float) -> None:
-        """Return once nothing is in flight and nothing is due within `max_wait`."""
+        """Return once nothing is in flight and nothing is due before `max_wait` from now:
+        the wait has one deadline, so a retry that fails again, or a host that asks to wait
+        again and again, does not move it on."""
+        deadline = time.time() + max_wait
         while True:
             self._progress.clear()
             now = time.time()
             signals = self.signals
             views = frontier.without_deferred(self.views(now), signals.deferred)
-            if frontier.settled(views, self.in_flight, now, max_wait, signals.given_up()):
+            left = max(deadline - now, 0.0)
+            if frontier.settled(views, self.in_flight, now, left, signals.given_up()):
                 # Nothing more to do: what slow hosts have left stays for the next run.
                 signals.pass_settled = True
                 return

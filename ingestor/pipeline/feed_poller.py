@@ -147,7 +147,9 @@ class FeedPoller(UsesParts):
         finally:
             self.metrics.observe("fetch_feed", time.perf_counter() - started)
         moved_from = state.url
-        state = poll_decider.fetched(state, now, response.permanent_url, response.max_age)
+        state = poll_decider.fetched(
+            state, now, response.permanent_url, response.max_age, response.failed_requests
+        )
         if state.url != moved_from:
             log.warning(
                 "feed %s: moved permanently to %s; polling the new URL from now on "

@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingestor.core.journal import journal_ownership, staged_verdict
 from ingestor.errors import SinkError, StateError
 from ingestor.sink.files import FileSink, OutputSink
-from ingestor.sink.journal_files import last_seq_of_all, read_owner, write_owner
+from ingestor.sink.journal_files import (
+    JournalWriter,
+    last_seq_of_all,
+    read_owner,
+    write_owner,
+)
 from ingestor.store.protocol import StateStore
 
 log = logging.getLogger("ingestor.journal")
@@ -50,10 +56,42 @@ async def reconcile_journal(
     """Run once at start, before any article is settled (the store's lock, or this
     instance's writer name, keeps other writers away from these files). A journal that
     another state wrote is refused before anything is touched (StateError)."""
-    report = ReconcileReport()
     journal = sink.journal
     if journal is not None:
         await claim_journal(store, journal.directory, sink.directory, state_where)
+    report = await _settle_leftovers(store, sink, store.journal_writer)
+    _log_report(report, "journal reconciled")
+    return report
+
+
+async def take_over_lost_instances(store: StateStore, sink: FileSink) -> list[str]:
+    """A fleet's dead instances (silent for a few lease_ttls): what each committed but
+    had not published (records staged, not renamed; journal lines not yet in its
+    segments) is published by this live one, as its own restart would have. Returns the
+    writers taken over."""
+    journal = sink.journal
+
+    async def settle(writer: str) -> None:
+        theirs = FileSink(
+            sink.directory,
+            JournalWriter(sink.directory, writer, journal.max_bytes, journal.max_age)
+            if journal is not None
+            else None,
+            writer,
+        )
+        report = await _settle_leftovers(store, theirs, writer)
+        _log_report(report, f"instance {writer} is gone; its leftovers settled here")
+
+    return await store.take_over_lost_writers(time.time(), settle)
+
+
+async def _settle_leftovers(store: StateStore, sink: FileSink, writer: str) -> ReconcileReport:
+    """One writer's files against the state: its staged records published when the state
+    committed that very version (else dropped), its journal lines the files lack
+    appended."""
+    report = ReconcileReport()
+    journal = sink.journal
+    if journal is not None:
         report.last_seq = await asyncio.to_thread(journal.recover)
     staged = await asyncio.to_thread(sink.staged_records)
     if staged:
@@ -69,7 +107,7 @@ async def reconcile_journal(
                 report.staged_dropped += 1
     if journal is not None:
         seq = report.last_seq
-        while entries := await store.journal_since(seq, _PAGE, store.journal_writer):
+        while entries := await store.journal_since(seq, _PAGE, writer):
             for entry in entries:
                 if entry.op == "delete":
                     await asyncio.to_thread(sink.remove, entry.path)
@@ -80,21 +118,24 @@ async def reconcile_journal(
             await asyncio.to_thread(journal.append, entries)
             report.lines_appended += len(entries)
             seq = entries[-1].seq
+    return report
+
+
+def _log_report(report: ReconcileReport, what: str) -> None:
     if report.staged_published or report.staged_dropped or report.lines_appended:
         log.info(
-            "journal reconciled: %d staged records published, %d dropped (never committed), "
+            "%s: %d staged records published, %d dropped (never committed), "
             "%d journal lines appended from the state",
+            what,
             report.staged_published,
             report.staged_dropped,
             report.lines_appended,
         )
     if report.missing_files:
         log.warning(
-            "journal: %d committed record files are missing from %s (removed by hand?)",
+            "journal: %d committed record files are missing from the output (removed by hand?)",
             report.missing_files,
-            sink.directory,
         )
-    return report
 
 
 async def claim_journal(

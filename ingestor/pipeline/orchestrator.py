@@ -23,15 +23,23 @@ from ingestor.http.fetcher import Fetcher
 from ingestor.pipeline.articles import ArticleWorker
 from ingestor.pipeline.dispatcher import ArticleDispatcher
 from ingestor.pipeline.feed_poller import FeedPoller
-from ingestor.pipeline.outcomes import Article, PassSummary, PollOutcome
+from ingestor.pipeline.outcomes import (
+    Article,
+    PassSummary,
+    PollOutcome,
+    PollStatus,
+    final_outcome,
+)
 from ingestor.pipeline.parts import Parts
 from ingestor.pipeline.signals import WorkSignals
 from ingestor.sink.files import OutputSink
 from ingestor.store.protocol import StateStore
 
 # run --once polls a feed that answered Retry-After (or whose host is waiting) again after
-# the wait, while the wait fits in once_max_wait, at most this often.
-_ONCE_FEED_TRIES = 20
+# the wait, while the wait ends within once_max_wait of the pass's start, and at most this
+# many times in all: a feed that always answers 429 ends its polls with the wait, not a
+# pass that never ends.
+_ONCE_FEED_POLLS = 10
 
 
 class Pipeline:
@@ -167,16 +175,10 @@ class Pipeline:
 
         max_wait = self.config.pipeline.once_max_wait
 
+        polls_end = time.time() + max_wait
+
         async def one(feed: FeedConfig) -> PollOutcome:
-            # A feed (or its host) that asked for a short pause is polled again after it.
-            for attempt in range(_ONCE_FEED_TRIES):
-                async with semaphore:
-                    outcome = await self.poll_feed(feed, force=True, after_wait=attempt > 0)
-                retry_at = outcome.retry_at
-                if retry_at is None or retry_at > time.time() + max_wait:
-                    break
-                await asyncio.sleep(max(retry_at - time.time(), 0.0) + 0.05)
-            return outcome
+            return await self._poll_in_pass(feed, semaphore, polls_end)
 
         # At most a few times max_concurrent_feeds polls exist at once (a waiting one
         # holds no slot of the semaphore): a task per feed for 100,000 feeds at once
@@ -220,6 +222,23 @@ class Pipeline:
         await self._count_left(summary)
         self.progress = None
         return summary
+
+    async def _poll_in_pass(
+        self, feed: FeedConfig, semaphore: asyncio.Semaphore, polls_end: float
+    ) -> PollOutcome:
+        """One feed's polls in a pass: again after a wait its server (or host) asked for,
+        while the wait ends before `polls_end`, at most _ONCE_FEED_POLLS times."""
+        answered: PollOutcome | None = None  # the last poll that got an answer
+        for attempt in range(_ONCE_FEED_POLLS):
+            async with semaphore:
+                outcome = await self.poll_feed(feed, force=True, after_wait=attempt > 0)
+            if outcome.status is not PollStatus.SKIPPED:
+                answered = outcome
+            retry_at = outcome.retry_at
+            if retry_at is None or retry_at > polls_end:
+                break
+            await asyncio.sleep(max(retry_at - time.time(), 0.0) + 0.05)
+        return final_outcome(feed.url, outcome, answered)
 
     async def run_once_until(
         self,

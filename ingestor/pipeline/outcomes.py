@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 
 class Article(enum.Enum):
@@ -40,6 +41,9 @@ class PollOutcome:
     # there, so that polls of feeds that belong to no site do not pay for it.
     listed: tuple[str, ...] = ()
     sitemap: bool = False
+    # run --once: why the pass left this feed for the next run (a wait it could not honour
+    # within once_max_wait, or its polls used up).
+    unfinished: str | None = None
 
     def describe_entries(self) -> str:
         parts = []
@@ -67,6 +71,7 @@ class PassSummary:
     left: int = 0  # items still in the frontier at the end of a pass
     left_why: list[str] = field(default_factory=list)
     stopped_by: str | None = None  # the signal that ended the pass early
+    unfinished: list[str] = field(default_factory=list)  # feeds left for the next run, why
 
     def add(self, outcome: PollOutcome) -> None:
         self.feeds += 1
@@ -81,6 +86,8 @@ class PassSummary:
             if outcome.error:
                 self.errors.append(outcome.error)
         self.queued += outcome.new_entries + outcome.updated_entries
+        if outcome.unfinished:
+            self.unfinished.append(outcome.unfinished)
 
     def count(self, result: Article) -> None:
         self.written += result in (Article.WRITTEN, Article.WRITTEN_DUPLICATE)
@@ -90,3 +97,22 @@ class PassSummary:
             Article.DROPPED,
         )
         self.retries += result is Article.RETRY
+
+
+def final_outcome(feed_url: str, last: PollOutcome, answered: PollOutcome | None) -> PollOutcome:
+    """A feed's outcome in a `run --once` pass, from its last poll and the last one that
+    got an answer: a feed still asked to wait is unfinished, and says so with the answer
+    that asked (a 429 is a failed poll even when the last try only found its host
+    waiting)."""
+    if last.retry_at is None:
+        return last
+    base = answered or last
+    why = base.error or "its host asked to wait (Retry-After); no request was sent"
+    if base.error and base.error.startswith(feed_url):
+        why = base.error[len(feed_url) :].lstrip(": ")
+    when = time.strftime("%H:%M:%S", time.localtime(last.retry_at))
+    return replace(
+        base,
+        retry_at=last.retry_at,
+        unfinished=f"{feed_url}: {why}; polled again at the next run (not before {when})",
+    )

@@ -26,7 +26,7 @@ from ingestor.core.metrics import Metrics
 from ingestor.core.state import FeedState
 from ingestor.core.urls import host_key
 from ingestor.errors import ConfigError, IngestorError, StateError
-from ingestor.pipeline.journal_upkeep import apply_retention
+from ingestor.pipeline.journal_upkeep import apply_retention, take_over_lost_instances
 from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.pipeline.outcomes import PollOutcome, PollStatus
 from ingestor.service.metrics_server import MetricsServer
@@ -126,6 +126,14 @@ class Daemon:
                 self._prune,
                 "interval",
                 seconds=_PRUNE_EVERY,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            scheduler.add_job(
+                self._take_over,
+                "interval",
+                seconds=self.config.state.lease_ttl,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
@@ -297,6 +305,15 @@ class Daemon:
         )
         if removed:
             log.info("pruned %d old entry keys and fingerprints", removed)
+
+    async def _take_over(self) -> None:
+        """A fleet's dead instances: their committed records published here."""
+        if self.pipeline is None:
+            return
+        try:
+            await take_over_lost_instances(self.pipeline.store, self.pipeline.sink)
+        except IngestorError as exc:
+            log.error("taking over a lost instance: %s (tried again later)", exc)
 
     async def _journal_upkeep(self) -> None:
         if self.pipeline is None:

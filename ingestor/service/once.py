@@ -121,6 +121,10 @@ def print_summary(summary: PassSummary, output_dir: Path) -> None:
             f"article retries: {summary.retries}; records from the feed's text after "
             f"a failed page: {summary.fallbacks}"
         )
+    if summary.unfinished:
+        print(f"feeds left for the next run: {len(summary.unfinished)}")
+        for line in summary.unfinished[:20]:
+            print(f"  {line}")
     if summary.left:
         print(f"still queued for the next run: {summary.left}")
         for line in summary.left_why[:20]:

@@ -12,7 +12,7 @@ from ingestor.analyze.pool import WorkerPool
 from ingestor.config.model import Config
 from ingestor.core.metrics import Metrics
 from ingestor.http.fetcher import Fetcher
-from ingestor.pipeline.journal_upkeep import reconcile_journal
+from ingestor.pipeline.journal_upkeep import reconcile_journal, take_over_lost_instances
 from ingestor.pipeline.orchestrator import Pipeline
 from ingestor.service.logsetup import name_instance
 from ingestor.sink.files import FileSink
@@ -46,6 +46,7 @@ async def open_pipeline(config: Config, metrics: Metrics | None = None) -> Async
         sink = FileSink(output.dir, journal, store.journal_writer)
         sink.prepare()
         await reconcile_journal(store, sink, config.state.where)
+        await take_over_lost_instances(store, sink)
         if metrics is not None:
             report = _cpu_report(metrics, traffic, store.shared, sink, startup_cpu, loop_started)
             metrics.collectors.append(report)

@@ -71,6 +71,7 @@ def feed_rows(
                 "last_success": state.last_success_at,
                 "last_error": state.last_error,
                 "consecutive_failures": state.error_count,
+                "failed_requests": state.failed_requests,
                 "server_wait_until": state.not_before if state.not_before > time.time() else None,
                 "items": state.items,
                 "next_due": state.next_due or None,
@@ -212,7 +213,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"         items:        {row['items']}   next due: "
             f"{_when(row['next_due'], now)}   failures in a row: "
-            f"{row['consecutive_failures']}"
+            f"{row['consecutive_failures']}   failed requests: {row['failed_requests']}"
         )
         lines.append(f"         due because:  {row['due_because']}")
         if row.get("polled_by"):

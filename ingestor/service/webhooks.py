@@ -68,6 +68,9 @@ class WebhookSink:
         self.lease_seconds = lease_seconds + sink.timeout
         self.failures = 0  # in a row
         self.lag_lines = 0.0
+        # A batch that was not acknowledged: (the cursor it followed, its last seq). It is
+        # sent again as it was, never grown by the lines written since.
+        self._unacked: tuple[int, int] | None = None
 
     async def run(self, stop: asyncio.Event, until_caught_up: bool = False) -> None:
         """Deliver until `stop` is set (or, `until_caught_up`, until no line is left:
@@ -92,6 +95,8 @@ class WebhookSink:
             await self.store.sink_position(self.name, latest=self.sink.start == "latest")
         )
         entries = await self._next_lines(position.cursor)
+        if self._unacked is not None and self._unacked[0] == position.cursor:
+            entries = [e for e in entries if e.seq <= self._unacked[1]]
         self.lag_lines = float(max(await self.store.journal_newest() - position.cursor, 0))
         if not entries:
             return False
@@ -99,6 +104,7 @@ class WebhookSink:
         body = delivery.batch_body(lines)
         error = await self._post(session, body)
         if error is not None:
+            self._unacked = (position.cursor, entries[-1].seq)
             self.failures += 1
             self.metrics.inc("sink_delivery_failures", self.name)
             await self.store.sink_failed(self.name, error)
@@ -112,6 +118,7 @@ class WebhookSink:
             )
             return False
         self.failures = 0
+        self._unacked = None
         await self.store.advance_sink(self.name, position.cursor, entries[-1].seq, time.time())
         return True
 
@@ -266,6 +273,14 @@ async def replay_sink(config: Config, name: str, first_seq: int) -> int:
                 ]
             )
         newest = await store.journal_newest()
+        if first_seq > newest + 1:
+            # Past the end: the cursor would skip the lines still to come.
+            raise ConfigError(
+                [
+                    f"sinks replay: --from {first_seq} is past the journal's end (its last "
+                    f"line is {newest}); replay from {max(newest, 1)} or earlier"
+                ]
+            )
         if store.shared:
             await store.sink_position(name, latest=False)
             await store.rewind_sink(name, first_seq - 1)

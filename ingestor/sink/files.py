@@ -36,6 +36,10 @@ class OutputSink(RecordFiles, Protocol):
         """Called once at start: fail early if unusable."""
         ...
 
+    def check_writable(self, probe: bytes = b"") -> None:
+        """Raise SinkError unless a file holding `probe` can be written now."""
+        ...
+
 
 STAGING_DIR = ".staging"
 _STAGED_SUFFIX = ".staged"
@@ -92,13 +96,17 @@ class FileSink:
         self.check_writable()
         self.remove_stale_temp_files()
 
-    def check_writable(self) -> None:
-        """Fail early (exit code 1) when the output directory cannot be written."""
+    def check_writable(self, probe: bytes = b"") -> None:
+        """Fail early (exit code 1) when the output directory cannot be written. With
+        bytes to write, a full disk fails too (an empty file needs no space): the check
+        made before fetching a page while the output has been failing."""
         try:
             self.staging.mkdir(parents=True, exist_ok=True)
-            probe = self.staging / f".write-probe.{secrets.token_hex(4)}.tmp"
-            probe.write_bytes(b"")
-            probe.unlink()
+            path = self.staging / f".write-probe.{secrets.token_hex(4)}.tmp"
+            try:
+                path.write_bytes(probe)
+            finally:
+                path.unlink(missing_ok=True)
         except OSError as exc:
             raise SinkError(
                 f"output directory {self.directory} is not writable: {exc.strerror or exc}"

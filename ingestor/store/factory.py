@@ -41,4 +41,6 @@ def make_store(
     from ingestor.store.sqlite import SQLiteStateStore
 
     assert config.path is not None  # the loader requires one of path and url
-    return SQLiteStateStore(config.path, read_only=read_only, traffic=traffic)
+    return SQLiteStateStore(
+        config.path, read_only=read_only, traffic=traffic, allow_moved=config.allow_moved
+    )

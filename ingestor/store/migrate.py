@@ -5,6 +5,7 @@ reservations, content claims, fingerprints, the queued articles and host pauses)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ TABLES: tuple[tuple[str, str, str], ...] = (
         "feed_id, url, error, at",
     ),
     ("host_waits", "SELECT host, not_before, reason FROM host_waits", "host, not_before, reason"),
+    # Each delivery's cursor: a consumer is not sent its lines again after the move.
+    (
+        "sinks",
+        "SELECT name, cursor, updated_at, last_error, failures FROM sinks",
+        "name, cursor, updated_at, last_error, failures",
+    ),
 )
 
 # The change journal keeps its numbering (the output directory's segments carry it), so it
@@ -88,7 +95,11 @@ async def migrate_state(source: Path, target_url: str, *, merge: bool = False) -
                     "migrate into an empty database, or pass --merge to add to it"
                 )
             tables = TABLES if merge else (*TABLES, JOURNAL)
-            return await target._transaction(lambda conn: _copy_all(sqlite, conn, tables))
+            copied = await target._transaction(lambda conn: _copy_all(sqlite, conn, tables))
+            # Committed there: from now on the copy here is refused (state.allow_moved).
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            await sqlite._run(lambda: sqlite.mark_moved(f"to {target.where} on {when}"))
+            return copied
         finally:
             await target.close()
     finally:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
 import psycopg
 
 from ingestor.core import settle_steps as steps
-from ingestor.core.journal import JournalChange, JournalEntry, with_seq
+from ingestor.core.journal import JournalChange, JournalEntry, with_seq, writer_name
 from ingestor.core.state import (
     ArticleLookup,
     ArticlePrep,
@@ -26,6 +26,7 @@ from ingestor.core.state import (
     StagedFile,
 )
 from ingestor.store import codec
+from ingestor.store.postgres_base import LOST_AFTER_TTLS
 from ingestor.store.postgres_frontier import PostgresFrontier
 from ingestor.store.step_driver import run_steps_async
 from ingestor.store.traffic import names_calls
@@ -274,6 +275,35 @@ class PostgresStateStore(PostgresFrontier):
             (now,),
         )
         return {f: (by, at, owner) for f, by, at, owner in rows}
+
+    async def take_over_lost_writers(
+        self, now: float, settle: Callable[[str], Awaitable[None]]
+    ) -> list[str]:
+        cutoff = now - LOST_AFTER_TTLS * self.lease_ttl
+        lost = await self._fetch(
+            "SELECT instance_id FROM instances WHERE seen_at < %s AND instance_id != %s",
+            (cutoff, self.instance_id),
+        )
+        taken = []
+        for (instance,) in lost:
+
+            async def adopt(conn: psycopg.AsyncConnection, instance: str = instance) -> bool:
+                # The row stays locked while its files are settled: the instance's own
+                # restart (which writes the row first) waits, and so does another taker.
+                cursor = await conn.execute(
+                    "SELECT 1 FROM instances WHERE instance_id = %s AND seen_at < %s "
+                    "FOR UPDATE SKIP LOCKED",
+                    (instance, cutoff),
+                )
+                if await cursor.fetchone() is None:
+                    return False
+                await settle(writer_name(instance))
+                await conn.execute("DELETE FROM instances WHERE instance_id = %s", (instance,))
+                return True
+
+            if await self._transaction(adopt):
+                taken.append(writer_name(instance))
+        return taken
 
     async def instances(self) -> list[tuple[str, float, float]]:
         rows = await self._fetch(

@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 # A host with no work left is kept this long (it is often wanted again at once).
 HOST_LINGER = 2.0
+# An instance whose heartbeat has been silent this many lease_ttls is presumed dead: its
+# leases lapsed long ago, and a live instance publishes what it committed (its records
+# staged but not renamed, its journal lines not yet appended).
+LOST_AFTER_TTLS = 3.0
 
 
 def _counting_cursor(owner: PostgresConnection) -> type[psycopg.AsyncCursor[Any]]:

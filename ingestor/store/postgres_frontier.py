@@ -254,11 +254,17 @@ class PostgresFrontier(PostgresConnection):
                 ),
             ),
         )
+        if commit.host_wait is not None:
+            # Rare (a page given up on while its host asked to wait): one statement more.
+            wait = commit.host_wait
+            await self._fetch(HOST_WAIT, (wait.host, wait.until, wait.reason))
+        # The item is no longer this instance's: the heartbeat stops renewing it, and its
+        # host is handed back once no other item holds it.
+        self._release_item_locally(commit.item_id)
         seq, location = rows[0]
         if record is None or seq is None:
             return None
         return with_seq(record.journal_change(location), int(seq), self.journal_writer)
-        self._release_item_locally(commit.item_id)
 
     async def reschedule_article(self, retry: ItemRetry) -> None:
         host_wait = retry.host_wait

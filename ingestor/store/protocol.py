@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from ingestor.core.journal import JournalEntry
@@ -164,6 +164,15 @@ class StateStore(Protocol):
         self, seq: int, limit: int, writer: str | None = None
     ) -> list[JournalEntry]:
         """Journal entries after `seq` (of one writer when given), in seq order."""
+        ...
+
+    async def take_over_lost_writers(
+        self, now: float, settle: Callable[[str], Awaitable[None]]
+    ) -> list[str]:
+        """Instances of a fleet presumed dead (silent for LOST_AFTER_TTLS lease_ttls): for
+        each, `settle(its journal writer)` runs while this instance holds the dead one's
+        row (its restart waits for it), then the dead one is forgotten. Returns the
+        writers settled. A store with one writer (SQLite) has none."""
         ...
 
     async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from ingestor.core.journal import JournalChange, JournalEntry
 from ingestor.core.state import (
@@ -83,6 +83,11 @@ class SQLiteStateStore(SQLiteFrontier):
             return [codec.journal_entry(row) for row in rows]
 
         return await self._run(lookup)
+
+    async def take_over_lost_writers(
+        self, now: float, settle: Callable[[str], Awaitable[None]]
+    ) -> list[str]:
+        return []  # one process writes this state (its lock says so): nobody to take over
 
     async def journal_latest(self, record_ids: Sequence[str]) -> dict[str, JournalEntry]:
         def lookup() -> dict[str, JournalEntry]:

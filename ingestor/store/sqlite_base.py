@@ -54,9 +54,16 @@ def _run_group(
 
 class SQLiteConnection:
     def __init__(
-        self, path: Path, read_only: bool = False, traffic: StoreTraffic | None = None
+        self,
+        path: Path,
+        read_only: bool = False,
+        traffic: StoreTraffic | None = None,
+        allow_moved: bool = False,
     ) -> None:
         self.path = path
+        # migrate-state moved this state into PostgreSQL: using it again would write the
+        # same journal seqs twice, unless the user says so (state.allow_moved).
+        self.allow_moved = allow_moved
         # A reader (`ingestor status`) takes no lock, so it works beside a running daemon.
         self.read_only = read_only
         self.journal_writer = ""  # one process owns the output: its segments need no name
@@ -131,6 +138,7 @@ class SQLiteConnection:
             self.state_id = conn.execute(
                 "SELECT value FROM meta WHERE key = 'state_id'"
             ).fetchone()[0]
+            self._refuse_if_moved(conn)
             # This process holds the lock file: any lease in the frontier is a dead
             # process's, and its items are due again now.
             conn.execute("UPDATE frontier SET lease_until = 0 WHERE lease_until > 0")
@@ -148,6 +156,28 @@ class SQLiteConnection:
             ) from None
         self._conn = conn
 
+    def _refuse_if_moved(self, conn: sqlite3.Connection) -> None:
+        if self.allow_moved:
+            return
+        row = conn.execute("SELECT value FROM meta WHERE key = 'moved_to'").fetchone()
+        if row is not None:
+            conn.close()
+            self._release_lock()
+            raise StateError(
+                f"state database {self.path} was moved by migrate-state ({row[0]}): set "
+                "state.url to the new home (and remove state.path), or set "
+                "state.allow_moved: true to use this copy again"
+            )
+
+    def mark_moved(self, where: str) -> None:
+        """After migrate-state: this copy is no longer the state (see _refuse_if_moved)."""
+        assert self._conn is not None
+        self._conn.execute(
+            "INSERT INTO meta VALUES ('moved_to', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (where,),
+        )
+
     def _open_read_only(self) -> None:
         if not self.path.exists():
             raise StateError(f"state database {self.path} does not exist yet: run ingestor first")
@@ -157,6 +187,7 @@ class SQLiteConnection:
             )
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("SELECT count(*) FROM feeds").fetchone()
+            self._refuse_if_moved(conn)
             # A state written by an older release has no frontier until a writer migrates it.
             self._has_frontier = (
                 conn.execute(

@@ -258,6 +258,9 @@ class SQLiteFrontier(SQLiteConnection):
                 "INSERT OR REPLACE INTO article_failures VALUES (?, ?, ?, ?)",
                 (commit.feed_id, commit.failed_url, commit.failure, commit.committed_at),
             )
+        if commit.host_wait is not None:
+            wait = commit.host_wait
+            conn.execute(HOST_WAIT, (wait.host, wait.until, wait.reason))
         return entry
 
     async def fingerprint_schemes(self, since: float) -> set[str]:
