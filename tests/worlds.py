@@ -68,6 +68,7 @@ class World:
     updated_page: int | None = None  # the second run: this page's body and date change
     added_page: bool = False  # the second run: a new item in the first feed
     kill_second_run: bool = False  # the second run is killed -9 at its first page request
+    daemon: bool = False  # then the daemon runs a while, and is stopped by SIGTERM
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -91,6 +92,13 @@ class World:
             },
             "dedup": {"updates": True},
             "extraction": {"workers": 1},
+            # The daemon polls every few seconds (errors back off from the interval).
+            "schedule": {
+                "interval": "3s",
+                "min_interval": "1s",
+                "max_error_backoff": "6s",
+                "tick": "0.2s",
+            },
         }
 
     def pass_bound(self) -> float:
@@ -118,6 +126,8 @@ class WorldServer:
     requests: list[Request] = field(default_factory=list)
     internal_hits: int = 0
     listed: set[int] = field(default_factory=set)  # pages in a feed body served whole
+    # Each page's record before the second run's changes (set by the test).
+    written_before_change: dict[int, dict] = field(default_factory=dict)
     version: int = 1  # the second run's changes are version 2
     first_page_request: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)

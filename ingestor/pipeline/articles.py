@@ -194,8 +194,11 @@ class ArticleWorker(UsesParts):
             written, rid = await self._dedup_and_write(
                 feed, item, url, canonical, analysis, failure, host_wait
             )
-            if canonical == item.canonical_url and written is not Article.DROPPED:
-                claim.known = rid  # a task waiting for this URL needs no page
+            if written is not Article.DROPPED:
+                # A task waiting for this link needs no page: it is this one's article,
+                # whatever URL the page named or redirected to (fetched again, a page
+                # that redirects only now and then would be written twice).
+                claim.known = rid
             return written, None
 
     async def _after_fetch_failure(
