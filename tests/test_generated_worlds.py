@@ -534,6 +534,29 @@ REGRESSIONS = {
         added_page=True,
         daemon=True,
     ),
+    # Found by the property: the checker's own mistake (an update line expected for a
+    # page whose first reading was never written); kept for its kill -9 and 410.
+    "a page written only after it changed, a gone feed and a kill -9": World(
+        hosts=2,
+        feeds=(
+            Feed(host=1, fmt="atom", pages=(0,), moved_to=0, internal_item=True),
+            Feed(
+                host=1,
+                fmt="rss",
+                pages=(0,),
+                schedule=("503d", "500", "malformed"),
+                rest="429s",
+                relative=True,
+                gone=True,
+                internal_item=True,
+            ),
+        ),
+        pages=(Page(host=0, schedule=("500", "silent")),),
+        retries=2,
+        updated_page=0,
+        added_page=True,
+        kill_second_run=True,
+    ),
     "pages that are not articles, and an internal link": World(
         hosts=1,
         feeds=(Feed(host=0, fmt="rss", pages=(0, 1, 2), internal_item=True),),

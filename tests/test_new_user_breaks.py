@@ -107,9 +107,10 @@ async def test_a_feed_that_always_answers_429_ends_the_pass_and_is_named(
     )
     summary, states, _ = await run_pass(config, worker_pool)
     # Polled again after each wait that ends within once_max_wait of the pass's start (at
-    # 0, 2 and 4 s), then left for the next run; before the fix each wait was measured from
-    # its own start, and it was polled every 2 s until the pass's 20th try.
-    assert host.hits["/feed.xml"] == 3
+    # 0, 2 and 4 s; a slow start may leave room for two only), then left for the next
+    # run; before the fix each wait was measured from its own start, and it was polled
+    # every 2 s until the pass's 20th try.
+    assert 2 <= host.hits["/feed.xml"] <= 3
     for (_, window_end), (later, _) in itertools.pairwise(asked):
         assert later >= window_end
     assert summary.failed == 1 and summary.errors
@@ -117,7 +118,7 @@ async def test_a_feed_that_always_answers_429_ends_the_pass_and_is_named(
     assert line.startswith(f"{host.base}/feed.xml: HTTP 429")
     assert "next run" in line
     state = states[config.feeds[0].feed_id]
-    assert state.failed_requests == 3
+    assert state.failed_requests == host.hits["/feed.xml"]
 
 
 async def test_a_feed_that_answers_500_beside_one_that_asks_to_wait_counts_its_failures(
@@ -339,8 +340,6 @@ async def test_no_page_is_fetched_while_the_output_cannot_be_written(tmp_path, s
     try:
         site = Host()
         site.base = await serve(site.app, host="127.0.0.2")
-        for n in range(4):
-            site.routes[f"/a/{n}.html"] = page(f"Story {n}", 60 + n)
         site.routes["/feed.xml"] = web.Response(
             body=rss_bytes([(f"Story {n}", f"{site.base}/a/{n}.html") for n in range(4)]),
             content_type="application/rss+xml",
@@ -354,13 +353,14 @@ async def test_no_page_is_fetched_while_the_output_cannot_be_written(tmp_path, s
         # The output is made read-only once the first page has been asked for.
         first = asyncio.Event()
 
-        async def first_page(request: web.Request) -> web.Response:
+        async def any_page(request: web.Request) -> web.Response:
             if not first.is_set():
                 first.set()
                 subprocess.run(["mount", "-o", "remount,ro", str(output)], check=True)
-            return page("Story 0", 60)
+            return page("A story", 60 + int(request.path[3]))
 
-        site.routes["/a/0.html"] = first_page
+        for n in range(4):
+            site.routes[f"/a/{n}.html"] = any_page
         summary, _, frontier = await run_pass(config, worker_pool)
         fetched = sum(site.hits.get(f"/a/{n}.html", 0) for n in range(4))
         # The page whose record failed is the only one asked for: the other three, and its

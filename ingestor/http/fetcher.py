@@ -45,6 +45,7 @@ from ingestor.http.responses import (
     looks_binary,
     parse_freshness,
     parse_retry_after,
+    read_capped,
     translate_error,
 )
 from ingestor.http.robots import RobotsCache
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _PERMANENT = (301, 308)
-_CHUNK = 64 * 1024
 _ROBOTS_MAX_BYTES = 512 * 1024
 # A Crawl-delay above this is taken as this: a site asking for minutes between requests
 # would otherwise stall every article on it for hours.
@@ -309,7 +309,7 @@ class Fetcher:
                     self._check_status(url, response)
                     if response.status in _REDIRECTS or response.status == 304:
                         return response.status, response.headers, b""
-                    body = await _read_capped(response, url, max_bytes)
+                    body = await read_capped(response, url, max_bytes)
                     return response.status, response.headers, body
             except FetchError:
                 raise
@@ -376,21 +376,6 @@ class _Budget:
             yield self.left
         finally:
             self.left -= time.monotonic() - started
-
-
-async def _read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
-    declared = response.content_length
-    if declared is not None and declared > max_bytes:
-        raise TooLargeError(url, f"body of {declared} bytes exceeds the cap of {max_bytes}")
-    chunks: list[bytes] = []
-    size = 0
-    # iter_chunked yields decompressed bytes, so the cap bounds inflated size too.
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLargeError(url, f"body exceeds the cap of {max_bytes} bytes (decoded)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _check_scheme(url: str) -> None:

@@ -17,8 +17,11 @@ from ingestor.errors import (
     FetchError,
     FetchTimeoutError,
     RedirectError,
+    TooLargeError,
 )
 from ingestor.http.netguard import GUARD_MARKER
+
+_CHUNK = 64 * 1024
 
 # A Retry-After further away than this is taken as this (README: a day).
 MAX_RETRY_AFTER = 86400.0
@@ -140,3 +143,19 @@ def _guard_reason(text: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+async def read_capped(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+    """The body, cut off (TooLargeError) once it grows past `max_bytes`, decoded."""
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise TooLargeError(url, f"body of {declared} bytes exceeds the cap of {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    # iter_chunked yields decompressed bytes, so the cap bounds inflated size too.
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLargeError(url, f"body exceeds the cap of {max_bytes} bytes (decoded)")
+        chunks.append(chunk)
+    return b"".join(chunks)

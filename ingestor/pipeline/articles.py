@@ -21,11 +21,10 @@ process_item(item):                                         # called by the disp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -54,6 +53,7 @@ from ingestor.http.fetcher import FetchResult
 from ingestor.pipeline.outcomes import Article
 from ingestor.pipeline.parts import Parts, UsesParts
 from ingestor.pipeline.signals import WorkSignals
+from ingestor.pipeline.url_claims import UrlClaims
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ _ARTICLE_OF = {
     SettleOutcome.UNCHANGED: Article.UNCHANGED,
     SettleOutcome.DROPPED: Article.DROPPED,
 }
-
-
-class _UrlClaim:
-    """A canonical URL being worked on by one task; `known`: a record settled under it."""
-
-    def __init__(self, known: str | None) -> None:
-        self.known = known
-        self.released = asyncio.Event()
 
 
 class ArticleWorker(UsesParts):
@@ -92,7 +84,7 @@ class ArticleWorker(UsesParts):
         self.legacy_scheme = legacy_scheme_id(config.dedup.num_perm, config.dedup.threshold)
         self._legacy_checked_at = -math.inf
         self._compare_legacy = False
-        self._inflight: dict[str, _UrlClaim] = {}
+        self._claims = UrlClaims()
 
     def _feed_config(self, item: FrontierItem) -> FeedConfig:
         # A feed removed from the configuration still has its queued entries finished, as
@@ -135,7 +127,7 @@ class ArticleWorker(UsesParts):
     async def _process(self, feed: FeedConfig, item: FrontierItem) -> tuple[Article, float | None]:
         if item.known_record is not None and not item.is_update:
             return await self._url_duplicate(item, item.known_record), None
-        async with self._claim(item.canonical_url) as claim:
+        async with self._claims.claim(item.canonical_url) as claim:
             if claim.known is not None and not item.is_update:
                 return await self._url_duplicate(item, claim.known), None
             page: FetchResult | None = None
@@ -325,21 +317,6 @@ class ArticleWorker(UsesParts):
         await self.store.commit_article(
             settle.article_commit(item, seen=seen, failure=failure, host_wait=host_wait)
         )
-
-    @contextlib.asynccontextmanager
-    async def _claim(self, canonical: str) -> AsyncIterator[_UrlClaim]:
-        """One task per canonical URL at a time; the next one learns the record the one
-        before it settled under that URL (`known`)."""
-        known = None
-        while (held := self._inflight.get(canonical)) is not None:
-            await held.released.wait()
-            known = held.known or known
-        claim = self._inflight[canonical] = _UrlClaim(known)
-        try:
-            yield claim
-        finally:
-            del self._inflight[canonical]
-            claim.released.set()
 
     async def _fetch_page(self, feed: FeedConfig, link: str) -> FetchResult:
         robots = feed.respect_robots_txt is not False  # resolved by Config
