@@ -121,24 +121,30 @@ async def test_a_feed_that_always_answers_429_ends_the_pass_and_is_named(
     assert state.failed_requests == host.hits["/feed.xml"]
 
 
+def waits_then_breaks(retry_after: int) -> tuple[object, object]:
+    """Two handlers of one host: one answers 429 with Retry-After; the other answers 500,
+    but only once the first has answered (an event, not a time): the 500's retry then
+    meets the host's wait."""
+    told_to_wait = asyncio.Event()
+
+    async def rate_limited(request: web.Request) -> web.Response:
+        told_to_wait.set()
+        return web.Response(status=429, headers={"Retry-After": str(retry_after)})
+
+    async def broken(request: web.Request) -> web.Response:
+        await asyncio.wait_for(told_to_wait.wait(), 20)
+        return web.Response(status=500)
+
+    return rate_limited, broken
+
+
 async def test_a_feed_that_answers_500_beside_one_that_asks_to_wait_counts_its_failures(
     tmp_path, serve, worker_pool
 ):
     """The 500 came first, and its retry found the host told to wait by the other feed's
     429: the failure is the 500, not "request not sent"."""
     host = Host()
-    told_to_wait = asyncio.Event()
-
-    async def rate_limited(request: web.Request) -> web.Response:
-        told_to_wait.set()
-        return web.Response(status=429, headers={"Retry-After": "30"})
-
-    async def broken(request: web.Request) -> web.Response:
-        await asyncio.wait_for(told_to_wait.wait(), 20)
-        return web.Response(status=500)
-
-    host.routes["/a.xml"] = rate_limited
-    host.routes["/b.xml"] = broken
+    host.routes["/a.xml"], host.routes["/b.xml"] = waits_then_breaks(retry_after=30)
     host.base = await serve(host.app, host="127.0.0.2")
     config = make_config(
         tmp_path,
@@ -163,18 +169,7 @@ async def test_a_page_answering_500_while_its_host_waits_counts_its_attempts(
     tmp_path, serve, worker_pool, caplog
 ):
     feeds, pages = Host(), Host()
-    told_to_wait = asyncio.Event()
-
-    async def rate_limited(request: web.Request) -> web.Response:
-        told_to_wait.set()
-        return web.Response(status=429, headers={"Retry-After": "1"})
-
-    async def broken(request: web.Request) -> web.Response:
-        await asyncio.wait_for(told_to_wait.wait(), 20)
-        return web.Response(status=500)
-
-    pages.routes["/wait.html"] = rate_limited
-    pages.routes["/broken.html"] = broken
+    pages.routes["/wait.html"], pages.routes["/broken.html"] = waits_then_breaks(retry_after=1)
     pages.base = await serve(pages.app, host="127.0.0.3")
     feeds.routes["/feed.xml"] = web.Response(
         body=rss_bytes(

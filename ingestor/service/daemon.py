@@ -114,40 +114,24 @@ class Daemon:
                 await server.start()
                 log.info("metrics on http://%s:%d/metrics", server.host, server.port)
             scheduler = AsyncIOScheduler(event_loop=loop)
-            scheduler.add_job(
-                self._tick,
-                "interval",
-                seconds=self.config.schedule.tick,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
+            upkeep = upkeep_interval(
+                self.config.output.retention, self.config.output.journal_segment_age
             )
-            scheduler.add_job(
-                self._prune,
-                "interval",
-                seconds=_PRUNE_EVERY,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
-            scheduler.add_job(
-                self._take_over,
-                "interval",
-                seconds=self.config.state.lease_ttl,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
-            scheduler.add_job(
-                self._journal_upkeep,
-                "interval",
-                seconds=upkeep_interval(
-                    self.config.output.retention, self.config.output.journal_segment_age
-                ),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
+            # Each job at most once at a time; one missed while busy runs once, late.
+            for job, seconds in (
+                (self._tick, self.config.schedule.tick),
+                (self._prune, _PRUNE_EVERY),
+                (self._take_over, self.config.state.lease_ttl),
+                (self._journal_upkeep, upkeep),
+            ):
+                scheduler.add_job(
+                    job,
+                    "interval",
+                    seconds=seconds,
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=None,
+                )
             scheduler.start()
             log.info(
                 "ingestor running: %d feeds, output %s, state %s, instance %s",
