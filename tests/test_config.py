@@ -224,3 +224,75 @@ def test_the_extraction_engine_and_second_opinion_settings(tmp_path):
         load_config(write(tmp_path, text + "  second_opinion: sometimes\n"))
     with pytest.raises(ConfigError, match=r"extraction.engine: must be one of"):
         load_config(write(tmp_path, text.replace("resiliparse", "boilerpipe")))
+
+
+def test_a_key_given_twice_is_one_line_naming_it_and_both_lines(tmp_path):
+    """YAML keys are unique: PyYAML kept the last one silently (issue 38's papercut)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "output:\n  dir: ./out\nstate:\n  path: ./s.db\nfeeds:\n"
+        "  - url: https://example.org/a.xml\n    interval: 1h\n    interval: 5m\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    (problem,) = refused.value.problems
+    assert problem == f"{path}: line 8: key 'interval' given twice (first on line 7); say it once"
+    # A merge key (<<) may stand beside the keys it merges.
+    path.write_text(
+        "defaults: &d {interval: 1h}\noutput: {dir: ./out}\nstate: {path: ./s.db}\n"
+        "feeds:\n  - {<<: *d, url: https://example.org/a.xml}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as unknown:
+        load_config(path)  # the top-level `defaults` is no setting: refused by name
+    assert "given twice" not in " ".join(unknown.value.problems)
+
+
+def test_check_config_counts_in_words_and_warns_of_no_feeds(tmp_path):
+    path = tmp_path / "c.yaml"
+    base = "output: {dir: ./out}\nstate: {path: ./s.db}\n"
+    path.write_text(base + "feeds:\n  - url: https://example.org/a.xml\n", encoding="utf-8")
+    one = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0 and one.stdout.strip().endswith("ok (1 feed)"), one.stdout
+    path.write_text(base + "feeds: []\n", encoding="utf-8")
+    none = subprocess.run(
+        [sys.executable, "-m", "ingestor", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert none.returncode == 0 and "ok (0 feeds)" in none.stdout
+    assert none.stderr.strip() == (
+        f"warning: {path}: no feeds configured (feeds: is empty): the daemon would poll nothing"
+    )
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """`ingestor status | head -1` ended in a BrokenPipeError traceback (exit 1)."""
+    path = tmp_path / "c.yaml"
+    # Loopback, never allowed: every poll is refused at once (no name to look up).
+    feeds = "".join(f"  - url: http://127.0.0.1:9/{n}.xml\n" for n in range(300))
+    path.write_text(
+        f"output: {{dir: {tmp_path}/out}}\nstate: {{path: {tmp_path}/s.db}}\nfeeds:\n{feeds}",
+        encoding="utf-8",
+    )
+    first = subprocess.run(
+        [sys.executable, "-m", "ingestor", "run", "--once", "--config", str(path)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert first.returncode == 0
+    piped = subprocess.run(
+        f"{sys.executable} -m ingestor status --config {path} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        executable="/bin/bash",
+    )
+    assert piped.stdout.count("\n") == 1
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr

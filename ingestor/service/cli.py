@@ -184,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
+    except BrokenPipeError:
+        # `ingestor status | head -1`: the reader is gone; nothing more to say. Standard
+        # output is pointed at /dev/null so that the interpreter's own flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
@@ -222,13 +228,20 @@ def _cmd_migrate_state(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     sites = sum(1 for feed in config.feeds if feed.site)
-    counted = (
-        f"{len(config.feeds) - sites} feeds, {sites} sites"
-        if sites
-        else f"{len(config.feeds)} feeds"
-    )
+    feeds = len(config.feeds) - sites
+    counted = _plural(feeds, "feed") + (f", {_plural(sites, 'site')}" if sites else "")
     print(f"{args.config}: ok ({counted})")
+    if not config.feeds:
+        print(
+            f"warning: {args.config}: no feeds configured (feeds: is empty): the daemon "
+            "would poll nothing",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
