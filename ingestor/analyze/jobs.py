@@ -60,7 +60,9 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
 
     started = time.process_time()
     html = decode_document(job.page, job.charset)[0] if job.page else ""
-    if html:
+    # A soft 404 is known from its <title> alone: its page is not read at all.
+    not_found = soft_404(title_tag(html), job.title) if html else None
+    if html and not not_found:
         page, json_ld_text, meta = extract_page(
             html,
             job.url,
@@ -71,9 +73,6 @@ def analyze_article(job: ArticleJob) -> ArticleAnalysis:
             job.second_opinion,
         )
     else:
-        page, json_ld_text, meta = Body("", "none"), None, PageMetadata()
-    not_found = soft_404(title_tag(html), job.title) if html else None
-    if not_found:
         page, json_ld_text, meta = Body("", "none"), None, PageMetadata()
     body = choose_body(page, json_ld_text, job.feed_content, job.use_json_ld, job.feed_summary)
     extracted = time.process_time()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from ingestor.config.model import DedupConfig, FeedConfig
 from ingestor.core.analysis import ArticleAnalysis
@@ -57,17 +58,19 @@ def decide_article(
     prints = analysis.fingerprint
     existing = prep.existing
     updated_at: datetime | None = None
+    # Every way the article ends keeps what its host asked (a page's last 429).
+    finished = partial(article_commit, item, host_wait=facts.host_wait)
     if existing is not None and existing.done:
         if existing.deleted:
             # output.retention removed it: an old article's late edit does not bring it back.
             return Settlement(
-                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                finished(seen=rid),
                 SettleOutcome.UNCHANGED,
             )
         if not item.is_update:
             # The page's rel=canonical named an article written already.
             return Settlement(
-                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                finished(seen=rid),
                 SettleOutcome.URL_DUPLICATE,
             )
         # An update whose page could not be had keeps the record it has (the page's
@@ -80,7 +83,7 @@ def decide_article(
             )
         ):
             return Settlement(
-                article_commit(item, seen=rid, host_wait=facts.host_wait),
+                finished(seen=rid),
                 SettleOutcome.UNCHANGED,
             )
         updated_at = now
@@ -92,13 +95,7 @@ def decide_article(
     kind = verdict.kind if verdict.is_duplicate else None
     if kind is DuplicateKind.NEAR and dedup.near_duplicates == "drop":
         release = rid if existing is None else None
-        commit = article_commit(
-            item,
-            seen=verdict.duplicate_of,
-            release=release,
-            failure=facts.failure,
-            host_wait=facts.host_wait,
-        )
+        commit = finished(seen=verdict.duplicate_of, release=release, failure=facts.failure)
         return Settlement(commit, SettleOutcome.DROPPED, duplicate_kind=kind)
     story = story_of(rid, verdict, prep.stories, existing is not None and existing.done)
     record = build_record(
@@ -130,7 +127,7 @@ def decide_article(
         story_id=story if story != rid else None,
     )
     return Settlement(
-        article_commit(item, record=commit_item, failure=facts.failure, host_wait=facts.host_wait),
+        finished(record=commit_item, failure=facts.failure),
         SettleOutcome.WRITTEN_DUPLICATE if verdict.is_duplicate else SettleOutcome.WRITTEN,
         output=(record.file_bytes(pretty), prep.location),
         duplicate_kind=kind,

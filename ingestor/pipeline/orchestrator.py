@@ -176,10 +176,6 @@ class Pipeline:
         max_wait = self.config.pipeline.once_max_wait
 
         polls_end = time.time() + max_wait
-
-        async def one(feed: FeedConfig) -> PollOutcome:
-            return await self._poll_in_pass(feed, semaphore, polls_end)
-
         # At most a few times max_concurrent_feeds polls exist at once (a waiting one
         # holds no slot of the semaphore): a task per feed for 100,000 feeds at once
         # took about 200 MB (issue 16).
@@ -190,7 +186,7 @@ class Pipeline:
 
         async def tracked(feed: FeedConfig) -> None:
             try:
-                finished.put_nowait((await one(feed), None))
+                finished.put_nowait((await self._poll_in_pass(feed, semaphore, polls_end), None))
             except BaseException as exc:  # re-raised by the pass, as the poll's own error
                 finished.put_nowait((None, exc))
                 if isinstance(exc, asyncio.CancelledError):
